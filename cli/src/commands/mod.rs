@@ -1,0 +1,3 @@
+//! One module per `berth` subcommand: each turns flags into library calls.
+
+pub mod run;

@@ -1,0 +1,107 @@
+//! The `berth` binary: parses the command line, calls into the libraries and
+//! maps the outcome to an exit code. No logic lives here that another front
+//! door (daemon, shim) would also need.
+
+mod commands;
+mod home;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for berth's own failures (bad flags, unreadable or invalid
+/// programs, bad quantities), as docker uses for its own errors.
+pub const EXIT_BERTH_ERROR: u8 = 125;
+
+/// berth runs WebAssembly programs as containers: the same bytes and the
+/// same behaviour on every machine, with limits and nothing shared unless
+/// granted.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a WebAssembly program in a new sandbox.
+    Run(commands::run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
+    init_tracing();
+    let result = match cli.command {
+        Command::Run(args) => commands::run::run(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("berth: {error:#}");
+            ExitCode::from(EXIT_BERTH_ERROR)
+        }
+    }
+}
+
+/// Prints a clap error as one line (help and version go to stdout, exit 0).
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = error.print();
+            if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                return ExitCode::from(EXIT_BERTH_ERROR);
+            }
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("berth: {}", one_line(&error.render().to_string()));
+            ExitCode::from(EXIT_BERTH_ERROR)
+        }
+    }
+}
+
+/// Condenses clap's multi-line message (error, details, tip, usage) into
+/// one line: the error and the detail lines that belong to it.
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+    if !first.ends_with(':') {
+        return first;
+    }
+    let details: Vec<&str> = lines.take_while(|line| !line.trim().is_empty()).map(str::trim).collect();
+    format!("{first} {}", details.join(", "))
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings from berth).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("berth=warn,berth_runtime=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let rendered = "error: the following required arguments were not provided:\n  <FILE>\n\nUsage: berth run <FILE>\n";
+        assert_eq!(one_line(rendered), "the following required arguments were not provided: <FILE>");
+        assert_eq!(one_line("error: unexpected argument '--x' found\n\n  tip: ..."), "unexpected argument '--x' found");
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,168 @@
+//! The compile cache: machine code produced by Cranelift, stored under
+//! berth's data dir so that the second run of a module skips compilation.
+//!
+//! An entry is keyed by the sha256 of the WebAssembly binary together with
+//! the engine's `precompile_compatibility_hash` (wasmtime version, target
+//! and every codegen setting), so a different engine never sees another's
+//! code. Each entry carries a sha256 of its own payload, checked before the
+//! bytes reach `deserialize`: a truncated or corrupted entry is discarded
+//! and rebuilt, never loaded. Entries are written to a temp file, fsynced
+//! and renamed into place, so concurrent runs and crashes leave either a
+//! whole entry or none.
+
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::RuntimeError;
+use crate::program::{Program, WasmKind, compile};
+
+const ENTRY_MAGIC: &[u8; 8] = b"BERTHCW1";
+const HEADER_LEN: usize = ENTRY_MAGIC.len() + 32;
+
+/// A directory of compiled code.
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    dir: PathBuf,
+}
+
+/// Where a program came from, for logs and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Loaded from a valid cache entry.
+    Hit,
+    /// Compiled and stored.
+    Miss,
+    /// An entry existed but failed verification; it was replaced.
+    Rebuilt,
+}
+
+/// Feeds `Hash` output into sha256 so the key is stable across processes.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    fn finish(&self) -> u64 {
+        0
+    }
+}
+
+impl CompileCache {
+    /// A cache rooted at `dir` (created on first store).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        CompileCache { dir: dir.into() }
+    }
+
+    /// The directory holding the entries.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The path of the entry for `binary` compiled by `engine`.
+    pub fn entry_path(&self, engine: &Engine, binary: &[u8], kind: WasmKind) -> PathBuf {
+        let mut hasher = Sha256Hasher(Sha256::new());
+        hasher.write(b"berth-compile-cache-v1\0");
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        hasher.write(kind.noun().as_bytes());
+        hasher.write(&Sha256::digest(binary));
+        let key = hex::encode(hasher.0.finalize());
+        self.dir.join(format!("{key}.cwasm"))
+    }
+
+    /// Loads `binary` from the cache, or compiles and stores it.
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        binary: &[u8],
+        kind: WasmKind,
+        origin: &str,
+    ) -> Result<Program, RuntimeError> {
+        self.load_or_compile_with_outcome(engine, binary, kind, origin)
+            .map(|(program, _)| program)
+    }
+
+    /// As [`CompileCache::load_or_compile`], also saying whether it hit.
+    pub fn load_or_compile_with_outcome(
+        &self,
+        engine: &Engine,
+        binary: &[u8],
+        kind: WasmKind,
+        origin: &str,
+    ) -> Result<(Program, CacheOutcome), RuntimeError> {
+        let path = self.entry_path(engine, binary, kind);
+        let mut outcome = CacheOutcome::Miss;
+        match std::fs::read(&path) {
+            Ok(entry) => match verified_payload(&entry).and_then(|payload| deserialize(engine, payload, kind)) {
+                Ok(program) => {
+                    tracing::debug!(path = %path.display(), "compile cache hit");
+                    return Ok((program, CacheOutcome::Hit));
+                }
+                Err(reason) => {
+                    tracing::warn!(path = %path.display(), %reason, "discarding invalid compile cache entry");
+                    let _ = std::fs::remove_file(&path);
+                    outcome = CacheOutcome::Rebuilt;
+                }
+            },
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(path = %path.display(), %error, "cannot read compile cache entry"),
+        }
+        let program = compile(engine, binary, kind, origin)?;
+        let serialized = match &program {
+            Program::Module(module) => module.serialize(),
+            Program::Component(component) => component.serialize(),
+        };
+        match serialized {
+            Ok(payload) => {
+                if let Err(error) = self.store(&path, &payload) {
+                    // A read-only or full disk must not stop the run.
+                    tracing::warn!(path = %path.display(), %error, "cannot store compiled code");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot serialize compiled code"),
+        }
+        Ok((program, outcome))
+    }
+
+    fn store(&self, path: &Path, payload: &[u8]) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        temp.write_all(ENTRY_MAGIC)?;
+        temp.write_all(&Sha256::digest(payload))?;
+        temp.write_all(payload)?;
+        temp.as_file().sync_all()?;
+        temp.persist(path).map_err(|error| error.error)?;
+        Ok(())
+    }
+}
+
+/// Checks an entry's magic and checksum and returns its payload.
+fn verified_payload(entry: &[u8]) -> Result<&[u8], String> {
+    if entry.len() < HEADER_LEN || &entry[..ENTRY_MAGIC.len()] != ENTRY_MAGIC {
+        return Err("not a berth compile cache entry (truncated or foreign)".into());
+    }
+    let (expected, payload) = entry[ENTRY_MAGIC.len()..].split_at(32);
+    if Sha256::digest(payload).as_slice() != expected {
+        return Err("checksum mismatch (corrupted or truncated)".into());
+    }
+    Ok(payload)
+}
+
+fn deserialize(engine: &Engine, payload: &[u8], kind: WasmKind) -> Result<Program, String> {
+    // SAFETY: `deserialize` trusts its input to be code produced by a
+    // compatible engine. The payload was written by `store` from the output
+    // of `serialize` of an engine with the same compatibility hash (it is
+    // part of the file name), and its sha256 has just been verified, so the
+    // bytes are exactly what wasmtime produced. wasmtime additionally checks
+    // its own header and version.
+    let result = match kind {
+        WasmKind::Module => unsafe { wasmtime::Module::deserialize(engine, payload) }.map(Program::Module),
+        WasmKind::Component => unsafe { Component::deserialize(engine, payload) }.map(Program::Component),
+    };
+    result.map_err(|error| format!("{error:#}"))
+}

@@ -1,0 +1,89 @@
+//! Typed errors of the runtime library. Front doors (CLI, daemon, shim) map
+//! them to exit codes and messages; every variant names the offending value.
+
+use std::path::PathBuf;
+
+/// Why a sandbox could not be prepared or run. A guest that runs and fails
+/// is not an error: see [`crate::ExitStatus`].
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The shared wasmtime engine could not be created.
+    #[error("cannot create the WebAssembly engine: {0}")]
+    Engine(String),
+    /// A file could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What berth was doing ("cannot read", "cannot write").
+        action: &'static str,
+        /// The file involved.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are neither WebAssembly binary nor WebAssembly text.
+    #[error(
+        "{origin} is not WebAssembly: expected a binary module or component (starting with \\0asm) or WebAssembly text (.wat){detail}"
+    )]
+    NotWasm {
+        /// Where the bytes came from (usually a file name).
+        origin: String,
+        /// Extra detail, such as a text parse error, prefixed with ": ".
+        detail: String,
+    },
+    /// The bytes are WebAssembly but do not validate or compile.
+    #[error("{origin} is not a valid WebAssembly {kind}: {reason}")]
+    InvalidWasm {
+        /// Where the bytes came from.
+        origin: String,
+        /// "module" or "component".
+        kind: &'static str,
+        /// wasmtime's explanation.
+        reason: String,
+    },
+    /// A volume specification is malformed or its source is unusable.
+    #[error("invalid volume {spec:?}: {reason}")]
+    Volume {
+        /// The `HOST:GUEST[:ro]` text as given.
+        spec: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+    /// An environment variable specification is malformed.
+    #[error("invalid environment variable {spec:?}: {reason}")]
+    Env {
+        /// The text as given.
+        spec: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+    /// The program does not have the requested entry point.
+    #[error("{origin} {reason}")]
+    Entrypoint {
+        /// Where the program came from.
+        origin: String,
+        /// What is missing and what exists.
+        reason: String,
+    },
+    /// The entry point or its arguments do not fit the program.
+    #[error("{0}")]
+    Entry(String),
+    /// Linking the program against WASI failed (e.g. an unknown import).
+    #[error("cannot start {origin}: {reason}")]
+    Link {
+        /// Where the program came from.
+        origin: String,
+        /// wasmtime's explanation.
+        reason: String,
+    },
+}
+
+impl RuntimeError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        RuntimeError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! berth's sandbox runtime: runs WebAssembly programs (WASI preview1
+//! modules, WASI preview2 command components, WebAssembly text) on wasmtime
+//! with container-like limits and capability-based isolation.
+//!
+//! The flow is always the same, whichever front door (CLI, daemon, shim)
+//! asks: bytes → [`program::load_bytes`] (through the [`CompileCache`]) →
+//! a [`Program`] → [`run`] with a [`SandboxSpec`] → an [`ExitStatus`].
+//!
+//! Nothing is granted by default: a guest sees no host file, environment
+//! variable or socket unless its [`SandboxSpec`] lists it.
+
+pub mod cache;
+pub mod engine;
+pub mod error;
+pub mod limits;
+pub mod program;
+pub mod quantity;
+pub mod sandbox;
+pub mod spec;
+
+pub use cache::CompileCache;
+pub use engine::shared_engine;
+pub use error::RuntimeError;
+pub use limits::Limits;
+pub use program::{Program, WasmKind};
+pub use sandbox::{EXIT_KILLED, EXIT_TRAPPED, ExitReason, ExitStatus, run};
+pub use spec::{Entrypoint, Mount, Output, SandboxSpec, Stdin};

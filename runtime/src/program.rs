@@ -1,0 +1,186 @@
+//! Turning bytes into a compiled program: telling core modules, components
+//! and WebAssembly text apart from the bytes themselves (never the file
+//! name), and compiling through the [`CompileCache`].
+
+use std::path::Path;
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::RuntimeError;
+use crate::cache::CompileCache;
+
+/// What kind of WebAssembly a binary holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WasmKind {
+    /// A core module (WASI preview1 commands, reactors).
+    Module,
+    /// A component (WASI preview2 commands, wasi:http proxies).
+    Component,
+}
+
+impl WasmKind {
+    /// "module" or "component", for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            WasmKind::Module => "module",
+            WasmKind::Component => "component",
+        }
+    }
+}
+
+/// A compiled program, ready to instantiate any number of times.
+#[derive(Clone)]
+pub enum Program {
+    /// A compiled core module.
+    Module(wasmtime::Module),
+    /// A compiled component.
+    Component(Component),
+}
+
+impl Program {
+    /// The kind of WebAssembly this program was compiled from.
+    pub fn kind(&self) -> WasmKind {
+        match self {
+            Program::Module(_) => WasmKind::Module,
+            Program::Component(_) => WasmKind::Component,
+        }
+    }
+}
+
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+const MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
+const COMPONENT_VERSION: [u8; 4] = [0x0d, 0, 1, 0];
+
+/// Classifies WebAssembly binary bytes, or returns `None` if they are not a
+/// WebAssembly binary at all (they may still be text).
+pub fn detect_binary(bytes: &[u8]) -> Option<Result<WasmKind, String>> {
+    if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+        if bytes.starts_with(WASM_MAGIC) {
+            return Some(Err("the file ends inside the WebAssembly header".into()));
+        }
+        return None;
+    }
+    let version: [u8; 4] = [bytes[4], bytes[5], bytes[6], bytes[7]];
+    Some(match version {
+        MODULE_VERSION => Ok(WasmKind::Module),
+        COMPONENT_VERSION => Ok(WasmKind::Component),
+        other => Err(format!(
+            "unsupported WebAssembly version/layer {other:02x?}: berth runs core modules (version 1) and components (layer 1, version 0x0d)"
+        )),
+    })
+}
+
+/// Converts `bytes` to a WebAssembly binary and says what kind it is.
+///
+/// Text (`.wat`) is recognised by content: valid UTF-8 whose first token is
+/// `(` after whitespace and comments.
+pub fn to_binary(bytes: &[u8], origin: &str) -> Result<(std::borrow::Cow<'_, [u8]>, WasmKind), RuntimeError> {
+    if let Some(kind) = detect_binary(bytes) {
+        let kind = kind.map_err(|detail| RuntimeError::NotWasm {
+            origin: origin.to_owned(),
+            detail: format!(": {detail}"),
+        })?;
+        return Ok((std::borrow::Cow::Borrowed(bytes), kind));
+    }
+    let not_wasm = |detail: String| RuntimeError::NotWasm {
+        origin: origin.to_owned(),
+        detail,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| not_wasm(String::new()))?;
+    if !looks_like_wat(text) {
+        return Err(not_wasm(String::new()));
+    }
+    let binary = wat::parse_str(text).map_err(|error| RuntimeError::InvalidWasm {
+        origin: origin.to_owned(),
+        kind: "text file",
+        reason: error.to_string(),
+    })?;
+    let kind = match detect_binary(&binary) {
+        Some(Ok(kind)) => kind,
+        _ => return Err(not_wasm(": the text did not produce a module or component".into())),
+    };
+    Ok((std::borrow::Cow::Owned(binary), kind))
+}
+
+/// Whether `text` starts, after whitespace and comments, with `(`.
+fn looks_like_wat(text: &str) -> bool {
+    let mut rest = text.trim_start_matches('\u{feff}');
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix(";;") {
+            rest = after.split_once('\n').map_or("", |(_, tail)| tail);
+        } else if let Some(after) = rest.strip_prefix("(;") {
+            rest = after.split_once(";)").map_or("", |(_, tail)| tail);
+        } else {
+            return rest.starts_with('(');
+        }
+    }
+}
+
+/// Compiles a WebAssembly binary of a known kind, without any cache.
+pub(crate) fn compile(engine: &Engine, binary: &[u8], kind: WasmKind, origin: &str) -> Result<Program, RuntimeError> {
+    let invalid = |error: wasmtime::Error| RuntimeError::InvalidWasm {
+        origin: origin.to_owned(),
+        kind: kind.noun(),
+        reason: format!("{error:#}"),
+    };
+    Ok(match kind {
+        WasmKind::Module => Program::Module(wasmtime::Module::from_binary(engine, binary).map_err(invalid)?),
+        WasmKind::Component => Program::Component(Component::from_binary(engine, binary).map_err(invalid)?),
+    })
+}
+
+/// Reads, classifies and compiles the file at `path`, using `cache` when given.
+pub fn load_file(engine: &Engine, path: &Path, cache: Option<&CompileCache>) -> Result<Program, RuntimeError> {
+    let bytes = std::fs::read(path).map_err(|source| RuntimeError::io("cannot read", path, source))?;
+    load_bytes(engine, &bytes, &path.display().to_string(), cache)
+}
+
+/// Classifies and compiles `bytes`; `origin` names them in messages.
+pub fn load_bytes(
+    engine: &Engine,
+    bytes: &[u8],
+    origin: &str,
+    cache: Option<&CompileCache>,
+) -> Result<Program, RuntimeError> {
+    let (binary, kind) = to_binary(bytes, origin)?;
+    match cache {
+        Some(cache) => cache.load_or_compile(engine, &binary, kind, origin),
+        None => compile(engine, &binary, kind, origin),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_kinds_from_bytes() {
+        assert_eq!(detect_binary(b"\0asm\x01\0\0\0"), Some(Ok(WasmKind::Module)));
+        assert_eq!(detect_binary(b"\0asm\x0d\0\x01\0"), Some(Ok(WasmKind::Component)));
+        assert!(matches!(detect_binary(b"\0asm\x02\0\0\0"), Some(Err(_))));
+        assert!(matches!(detect_binary(b"\0asm"), Some(Err(_))));
+        assert_eq!(detect_binary(b"(module)"), None);
+    }
+
+    #[test]
+    fn text_is_recognised_by_content() {
+        let (binary, kind) = to_binary(b";; a comment\n(; block ;) (module)", "t").expect("valid wat");
+        assert_eq!(kind, WasmKind::Module);
+        assert!(binary.starts_with(WASM_MAGIC));
+        let (_, kind) = to_binary(b"(component)", "t").expect("valid component wat");
+        assert_eq!(kind, WasmKind::Component);
+    }
+
+    #[test]
+    fn garbage_is_not_wasm() {
+        for garbage in [&b"hello world"[..], b"\xff\xfe\x00garbage", b"", b"#!/bin/sh\n"] {
+            let error = to_binary(garbage, "garbage.bin").expect_err("garbage");
+            assert!(matches!(error, RuntimeError::NotWasm { .. }), "{error}");
+            assert!(error.to_string().contains("garbage.bin"));
+        }
+        let error = to_binary(b"(module (func $f (unknown)))", "bad.wat").expect_err("bad wat");
+        assert!(matches!(error, RuntimeError::InvalidWasm { .. }), "{error}");
+    }
+}

@@ -1,0 +1,467 @@
+//! Running one program in one sandbox: building the WASI context from a
+//! [`SandboxSpec`], wiring the limits into the store, calling the entry
+//! point and turning the outcome into an [`ExitStatus`] with docker's exit
+//! codes (137 for OOM-kill and timeout, 134 for a trap).
+
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{CallHook, Engine, Store, StoreContextMut, UpdateDeadline, Val, ValType};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::RuntimeError;
+use crate::engine::ensure_epoch_ticker;
+use crate::limits::{CpuThrottle, Limits, MemoryLimiter};
+use crate::program::Program;
+use crate::quantity::format_bytes;
+use crate::spec::{Entrypoint, Output, SandboxSpec, Stdin};
+
+/// Exit code docker reports for a container killed by SIGKILL (OOM, timeout).
+pub const EXIT_KILLED: i32 = 137;
+/// Exit code docker reports for a container that aborted (SIGABRT); berth
+/// uses it for a wasm trap.
+pub const EXIT_TRAPPED: i32 = 134;
+
+/// Why a sandbox stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExitReason {
+    /// The guest returned or called `exit`/`proc_exit`.
+    Exited,
+    /// The guest hit its memory limit and then trapped or aborted.
+    OomKilled {
+        /// The memory limit in bytes.
+        limit: u64,
+        /// Total bytes the refused request would have needed.
+        requested: u64,
+    },
+    /// The wall-clock timeout was reached.
+    TimedOut {
+        /// The configured timeout.
+        after: Duration,
+    },
+    /// The guest trapped (unreachable, out-of-bounds access, stack overflow…).
+    Trapped {
+        /// The trap and its wasm backtrace.
+        message: String,
+    },
+}
+
+/// How a sandbox ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExitStatus {
+    /// The process exit code a front door should use.
+    pub code: i32,
+    /// Why it ended.
+    pub reason: ExitReason,
+    /// Values returned by an [`Entrypoint::Export`] call, formatted.
+    pub returned: Vec<String>,
+    /// Time the guest spent throttled by its CPU quota.
+    pub throttled: Duration,
+}
+
+impl ExitStatus {
+    fn exited(code: i32) -> Self {
+        ExitStatus {
+            code,
+            reason: ExitReason::Exited,
+            returned: Vec::new(),
+            throttled: Duration::ZERO,
+        }
+    }
+
+    /// A one-line explanation for abnormal endings (None for a plain exit).
+    pub fn describe(&self) -> Option<String> {
+        match &self.reason {
+            ExitReason::Exited => None,
+            ExitReason::OomKilled { limit, requested } => Some(format!(
+                "OOMKilled: the memory limit of {} was reached (the guest needed {}); exit code {}",
+                format_bytes(*limit),
+                format_bytes(*requested),
+                self.code
+            )),
+            ExitReason::TimedOut { after } => Some(format!(
+                "killed: the timeout of {} was reached; exit code {}",
+                humanize(*after),
+                self.code
+            )),
+            ExitReason::Trapped { message } => Some(format!("the guest trapped; exit code {}\n{message}", self.code)),
+        }
+    }
+}
+
+fn humanize(duration: Duration) -> String {
+    if duration.as_millis() < 1000 {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{}s", duration.as_secs_f64())
+    }
+}
+
+/// The data every berth store carries: the WASI state and the limits.
+pub(crate) struct GuestState<W> {
+    pub(crate) wasi: W,
+    memory: MemoryLimiter,
+    throttle: Option<CpuThrottle>,
+    deadline: Option<Instant>,
+}
+
+/// WASI preview2 state: the context and the resource table.
+pub(crate) struct P2State {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for GuestState<P2State> {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi.ctx,
+            table: &mut self.wasi.table,
+        }
+    }
+}
+
+/// Builds the WASI context: deny by default, grant what the spec lists.
+fn wasi_builder(spec: &mut SandboxSpec) -> Result<WasiCtxBuilder, RuntimeError> {
+    let mut builder = WasiCtxBuilder::new();
+    builder.arg(&spec.program_name);
+    builder.args(&spec.args);
+    let mut env = spec.effective_env();
+    if let Some(workdir) = &spec.workdir {
+        builder.initial_cwd(workdir);
+        if !env.iter().any(|(key, _)| key == "PWD") {
+            env.push(("PWD".into(), workdir.clone()));
+        }
+    }
+    builder.envs(&env);
+    for mount in &spec.mounts {
+        let perms = if mount.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        builder
+            .preopened_dir(&mount.host, &mount.guest, perms)
+            .map_err(|error| RuntimeError::Volume {
+                spec: format!("{}:{}", mount.host.display(), mount.guest),
+                reason: format!("cannot open the host directory: {error:#}"),
+            })?;
+    }
+    // WASI preview1 has no working directory; libc resolves relative paths
+    // against a preopen named ".", so the working directory is also offered
+    // under that name when a mount covers it.
+    if let Some(workdir) = &spec.workdir
+        && let Some(host) = spec.host_path_for(workdir)
+        && host.is_dir()
+    {
+        let read_only = spec
+            .mounts
+            .iter()
+            .filter(|m| m.guest == "/" || workdir.starts_with(&m.guest))
+            .max_by_key(|m| m.guest.len())
+            .is_some_and(|m| m.read_only);
+        let perms = if read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        if let Err(error) = builder.preopened_dir(&host, ".", perms) {
+            tracing::warn!(%error, workdir, "cannot preopen the working directory");
+        }
+    }
+    match std::mem::take(&mut spec.stdin) {
+        Stdin::Inherit => {
+            builder.inherit_stdin();
+        }
+        Stdin::Null => {}
+        Stdin::Bytes(bytes) => {
+            builder.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(bytes));
+        }
+    }
+    match std::mem::take(&mut spec.stdout) {
+        Output::Inherit => {
+            builder.inherit_stdout();
+        }
+        Output::Null => {}
+        Output::File(file) => {
+            builder.stdout(wasmtime_wasi::cli::OutputFile::new(file));
+        }
+    }
+    match std::mem::take(&mut spec.stderr) {
+        Output::Inherit => {
+            builder.inherit_stderr();
+        }
+        Output::Null => {}
+        Output::File(file) => {
+            builder.stderr(wasmtime_wasi::cli::OutputFile::new(file));
+        }
+    }
+    Ok(builder)
+}
+
+/// Creates a store with the memory limiter, CPU throttle and deadline wired in.
+pub(crate) fn new_store<W: Send + 'static>(engine: &'static Engine, wasi: W, limits: &Limits) -> Store<GuestState<W>> {
+    let throttle = limits.cpus.map(CpuThrottle::new).filter(CpuThrottle::is_limiting);
+    let needs_epoch = throttle.is_some() || limits.timeout.is_some();
+    let mut store = Store::new(
+        engine,
+        GuestState {
+            wasi,
+            memory: MemoryLimiter::new(limits.memory_bytes),
+            throttle,
+            deadline: limits.timeout.map(|timeout| Instant::now() + timeout),
+        },
+    );
+    store.limiter(|state| &mut state.memory);
+    if !needs_epoch {
+        // Epoch interruption is compiled into every module; a sandbox that
+        // does not use it gets a deadline that is never reached.
+        store.set_epoch_deadline(u64::MAX / 2);
+        return store;
+    }
+    ensure_epoch_ticker(engine);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(on_epoch_tick);
+    if store.data().throttle.is_some() {
+        store.call_hook(|mut context: StoreContextMut<'_, GuestState<W>>, hook| {
+            if let Some(throttle) = context.data_mut().throttle.as_mut() {
+                let now = Instant::now();
+                match hook {
+                    CallHook::CallingWasm | CallHook::ReturningFromHost => throttle.resume(now),
+                    CallHook::ReturningFromWasm | CallHook::CallingHost => throttle.suspend(now),
+                }
+            }
+            Ok(())
+        });
+    }
+    store
+}
+
+/// Called by wasmtime at each epoch tick while the guest runs wasm: pause it
+/// when it is over its CPU quota, otherwise yield so timers (the timeout)
+/// can fire.
+fn on_epoch_tick<W>(mut context: StoreContextMut<'_, GuestState<W>>) -> wasmtime::Result<UpdateDeadline> {
+    let state = context.data_mut();
+    let now = Instant::now();
+    if state.deadline.is_some_and(|deadline| now >= deadline) {
+        return Ok(UpdateDeadline::Yield(1));
+    }
+    if let Some(pause) = state.throttle.as_mut().and_then(|throttle| throttle.on_tick(now)) {
+        return Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(pause))));
+    }
+    Ok(UpdateDeadline::Yield(1))
+}
+
+/// Runs `program` in a new sandbox described by `spec`, to completion.
+///
+/// Must be called within a tokio runtime (timers drive the CPU quota and
+/// timeout). Errors are berth's own failures (bad mounts, unlinkable
+/// imports); anything the guest does is reported in the [`ExitStatus`].
+pub async fn run(engine: &'static Engine, program: &Program, mut spec: SandboxSpec) -> Result<ExitStatus, RuntimeError> {
+    let builder = wasi_builder(&mut spec)?;
+    let origin = spec.program_name.clone();
+    let limits = spec.limits.clone();
+    match program {
+        Program::Module(module) => {
+            let mut builder = builder;
+            let mut store = new_store(engine, builder.build_p1(), &limits);
+            let mut linker: wasmtime::Linker<GuestState<WasiP1Ctx>> = wasmtime::Linker::new(engine);
+            wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state| &mut state.wasi).map_err(|error| {
+                RuntimeError::Link {
+                    origin: origin.clone(),
+                    reason: format!("{error:#}"),
+                }
+            })?;
+            let pre = linker.instantiate_pre(module).map_err(|error| RuntimeError::Link {
+                origin: origin.clone(),
+                reason: format!("{error:#}"),
+            })?;
+            let entrypoint = spec.entrypoint.clone();
+            let args = spec.args.clone();
+            let outcome = with_timeout(limits.timeout, async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                call_module_entry(&mut store, &instance, &entrypoint, &args, &origin).await
+            })
+            .await;
+            finish(outcome, &mut store, &limits)
+        }
+        Program::Component(component) => {
+            if let Entrypoint::Export(name) = &spec.entrypoint {
+                return Err(RuntimeError::Entrypoint {
+                    origin,
+                    reason: format!(
+                        "is a component; calling the export {name:?} directly is only supported for core modules"
+                    ),
+                });
+            }
+            let mut builder = builder;
+            let state = P2State {
+                ctx: builder.build(),
+                table: ResourceTable::new(),
+            };
+            let mut store = new_store(engine, state, &limits);
+            let mut linker = wasmtime::component::Linker::new(engine);
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|error| RuntimeError::Link {
+                origin: origin.clone(),
+                reason: format!("{error:#}"),
+            })?;
+            let pre = linker.instantiate_pre(component).map_err(|error| RuntimeError::Link {
+                origin: origin.clone(),
+                reason: format!("{error:#}"),
+            })?;
+            let command_pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(|error| {
+                RuntimeError::Entrypoint {
+                    origin: origin.clone(),
+                    reason: format!("is not a WASI command component (it has no wasi:cli/run export): {error:#}"),
+                }
+            })?;
+            let outcome = with_timeout(limits.timeout, async {
+                let command = command_pre.instantiate_async(&mut store).await?;
+                match command.wasi_cli_run().call_run(&mut store).await? {
+                    Ok(()) => Ok(Vec::new()),
+                    Err(()) => Err(wasmtime::Error::new(I32Exit(1))),
+                }
+            })
+            .await;
+            finish(outcome, &mut store, &limits)
+        }
+    }
+}
+
+/// `None` when the timeout fired first.
+async fn with_timeout<F: std::future::Future>(timeout: Option<Duration>, future: F) -> Option<F::Output> {
+    match timeout {
+        Some(timeout) => tokio::time::timeout(timeout, future).await.ok(),
+        None => Some(future.await),
+    }
+}
+
+fn finish<W>(
+    outcome: Option<wasmtime::Result<Vec<String>>>,
+    store: &mut Store<GuestState<W>>,
+    limits: &Limits,
+) -> Result<ExitStatus, RuntimeError> {
+    let state = store.data();
+    let throttled = state.throttle.as_ref().map_or(Duration::ZERO, CpuThrottle::throttled_time);
+    let mut status = match outcome {
+        None => ExitStatus {
+            code: EXIT_KILLED,
+            reason: ExitReason::TimedOut {
+                after: limits.timeout.unwrap_or_default(),
+            },
+            returned: Vec::new(),
+            throttled,
+        },
+        Some(Ok(returned)) => ExitStatus {
+            returned,
+            ..ExitStatus::exited(0)
+        },
+        Some(Err(error)) => {
+            if let Some(entry) = error.downcast_ref::<EntryError>() {
+                return Err(RuntimeError::Entry(entry.0.clone()));
+            }
+            if let Some(exit) = error.downcast_ref::<I32Exit>() {
+                ExitStatus::exited(exit.0)
+            } else if let (Some(requested), Some(limit)) = (state.memory.refused_request(), limits.memory_bytes) {
+                ExitStatus {
+                    code: EXIT_KILLED,
+                    reason: ExitReason::OomKilled { limit, requested },
+                    returned: Vec::new(),
+                    throttled,
+                }
+            } else {
+                ExitStatus {
+                    code: EXIT_TRAPPED,
+                    reason: ExitReason::Trapped {
+                        message: format!("{error:?}"),
+                    },
+                    returned: Vec::new(),
+                    throttled,
+                }
+            }
+        }
+    };
+    status.throttled = throttled;
+    Ok(status)
+}
+
+/// Calls `_start` (after nothing) or a named export (after `_initialize`).
+async fn call_module_entry<W: Send>(
+    store: &mut Store<GuestState<W>>,
+    instance: &wasmtime::Instance,
+    entrypoint: &Entrypoint,
+    args: &[String],
+    origin: &str,
+) -> wasmtime::Result<Vec<String>> {
+    let export_names = || {
+        let names: Vec<String> = instance
+            .exports(&mut *store)
+            .filter(|export| export.clone().into_func().is_some())
+            .map(|export| export.name().to_owned())
+            .collect();
+        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+    };
+    match entrypoint {
+        Entrypoint::Command => {
+            let Some(start) = instance.get_func(&mut *store, "_start") else {
+                let names = export_names();
+                return Err(wasmtime::Error::new(EntryError(format!(
+                    "{origin} has no _start export, so it is not a WASI command; its function exports are: {names}. Call one with FILE#NAME"
+                ))));
+            };
+            start.call_async(&mut *store, &[], &mut []).await?;
+            Ok(Vec::new())
+        }
+        Entrypoint::Export(name) => {
+            if let Some(init) = instance.get_func(&mut *store, "_initialize") {
+                init.call_async(&mut *store, &[], &mut []).await?;
+            }
+            let Some(func) = instance.get_func(&mut *store, name) else {
+                let names = export_names();
+                return Err(wasmtime::Error::new(EntryError(format!(
+                    "{origin} has no function export {name:?}; its function exports are: {names}"
+                ))));
+            };
+            let ty = func.ty(&*store);
+            let params = parse_params(&ty, args, name).map_err(|message| wasmtime::Error::new(EntryError(message)))?;
+            let mut results = vec![Val::I32(0); ty.results().len()];
+            func.call_async(&mut *store, &params, &mut results).await?;
+            Ok(results.iter().map(format_val).collect())
+        }
+    }
+}
+
+/// An entry point problem found after instantiation (reported as a berth
+/// error, exit 125, not as a guest trap).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EntryError(pub String);
+
+fn parse_params(ty: &wasmtime::FuncType, args: &[String], name: &str) -> Result<Vec<Val>, String> {
+    let params: Vec<ValType> = ty.params().collect();
+    if params.len() != args.len() {
+        return Err(format!(
+            "export {name:?} takes {} argument(s) ({}), but {} were given",
+            params.len(),
+            params.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+            args.len()
+        ));
+    }
+    params
+        .iter()
+        .zip(args)
+        .map(|(param, arg)| {
+            let bad = || format!("argument {arg:?} is not a valid {param} for export {name:?}");
+            Ok(match param {
+                ValType::I32 => Val::I32(arg.parse::<i32>().or_else(|_| arg.parse::<u32>().map(|v| v as i32)).map_err(|_| bad())?),
+                ValType::I64 => Val::I64(arg.parse::<i64>().or_else(|_| arg.parse::<u64>().map(|v| v as i64)).map_err(|_| bad())?),
+                ValType::F32 => Val::F32(arg.parse::<f32>().map_err(|_| bad())?.to_bits()),
+                ValType::F64 => Val::F64(arg.parse::<f64>().map_err(|_| bad())?.to_bits()),
+                other => return Err(format!("export {name:?} takes a {other} parameter, which cannot be given on the command line")),
+            })
+        })
+        .collect()
+}
+
+fn format_val(val: &Val) -> String {
+    match val {
+        Val::I32(v) => v.to_string(),
+        Val::I64(v) => v.to_string(),
+        Val::F32(bits) => f32::from_bits(*bits).to_string(),
+        Val::F64(bits) => f64::from_bits(*bits).to_string(),
+        Val::V128(v) => format!("{:#034x}", v.as_u128()),
+        other => format!("{other:?}"),
+    }
+}
