@@ -51,7 +51,9 @@ fn main() -> ExitCode {
 fn usage_error(error: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match error.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = error.print();
             if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                 return ExitCode::from(EXIT_BERTH_ERROR);
@@ -69,11 +71,18 @@ fn usage_error(error: clap::Error) -> ExitCode {
 /// one line: the error and the detail lines that belong to it.
 fn one_line(rendered: &str) -> String {
     let mut lines = rendered.lines();
-    let first = lines.next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+    let first = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
     if !first.ends_with(':') {
         return first;
     }
-    let details: Vec<&str> = lines.take_while(|line| !line.trim().is_empty()).map(str::trim).collect();
+    let details: Vec<&str> = lines
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
     format!("{first} {}", details.join(", "))
 }
 
@@ -95,8 +104,14 @@ mod tests {
     #[test]
     fn clap_errors_become_one_line() {
         let rendered = "error: the following required arguments were not provided:\n  <FILE>\n\nUsage: berth run <FILE>\n";
-        assert_eq!(one_line(rendered), "the following required arguments were not provided: <FILE>");
-        assert_eq!(one_line("error: unexpected argument '--x' found\n\n  tip: ..."), "unexpected argument '--x' found");
+        assert_eq!(
+            one_line(rendered),
+            "the following required arguments were not provided: <FILE>"
+        );
+        assert_eq!(
+            one_line("error: unexpected argument '--x' found\n\n  tip: ..."),
+            "unexpected argument '--x' found"
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ fn children_cpu_time() -> Duration {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let result = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
     assert_eq!(result, 0, "getrusage failed");
-    let to_duration = |tv: libc::timeval| Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64);
+    let to_duration = |tv: libc::timeval| {
+        Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64)
+    };
     to_duration(usage.ru_utime) + to_duration(usage.ru_stime)
 }
 
@@ -55,7 +57,13 @@ fn quarter_cpu_throttles_a_busy_loop_about_four_times() {
         "unthrottled {free_wall:?} wall / {free_cpu:?} cpu; --cpus 0.25 {:?} wall / {throttled_cpu:?} cpu; ratio {ratio:.2}",
         run.elapsed
     );
-    assert!((3.0..=5.5).contains(&ratio), "wall-time ratio {ratio:.2} is not about 4");
+    assert!(
+        (3.0..=5.5).contains(&ratio),
+        "wall-time ratio {ratio:.2} is not about 4"
+    );
     let cpu_ratio = throttled_cpu.as_secs_f64() / free_cpu.as_secs_f64();
-    assert!((0.6..=1.6).contains(&cpu_ratio), "CPU time changed by {cpu_ratio:.2}x under throttling");
+    assert!(
+        (0.6..=1.6).contains(&cpu_ratio),
+        "CPU time changed by {cpu_ratio:.2}x under throttling"
+    );
 }

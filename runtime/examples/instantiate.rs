@@ -16,7 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cache_dir = tempfile::tempdir()?;
     let cache = CompileCache::new(cache_dir.path());
     let program = program::load_file(engine, std::path::Path::new(&file), Some(&cache))?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut samples: Vec<Duration> = Vec::with_capacity(iterations);
     for round in 0..iterations + iterations / 10 {
         let spec = SandboxSpec {

@@ -98,7 +98,9 @@ impl CompileCache {
         let path = self.entry_path(engine, binary, kind);
         let mut outcome = CacheOutcome::Miss;
         match std::fs::read(&path) {
-            Ok(entry) => match verified_payload(&entry).and_then(|payload| deserialize(engine, payload, kind)) {
+            Ok(entry) => match verified_payload(&entry)
+                .and_then(|payload| deserialize(engine, payload, kind))
+            {
                 Ok(program) => {
                     tracing::debug!(path = %path.display(), "compile cache hit");
                     return Ok((program, CacheOutcome::Hit));
@@ -110,7 +112,9 @@ impl CompileCache {
                 }
             },
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => tracing::warn!(path = %path.display(), %error, "cannot read compile cache entry"),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot read compile cache entry")
+            }
         }
         let program = compile(engine, binary, kind, origin)?;
         let serialized = match &program {
@@ -161,8 +165,12 @@ fn deserialize(engine: &Engine, payload: &[u8], kind: WasmKind) -> Result<Progra
     // bytes are exactly what wasmtime produced. wasmtime additionally checks
     // its own header and version.
     let result = match kind {
-        WasmKind::Module => unsafe { wasmtime::Module::deserialize(engine, payload) }.map(Program::Module),
-        WasmKind::Component => unsafe { Component::deserialize(engine, payload) }.map(Program::Component),
+        WasmKind::Module => {
+            unsafe { wasmtime::Module::deserialize(engine, payload) }.map(Program::Module)
+        }
+        WasmKind::Component => {
+            unsafe { Component::deserialize(engine, payload) }.map(Program::Component)
+        }
     };
     result.map_err(|error| format!("{error:#}"))
 }

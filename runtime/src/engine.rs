@@ -27,7 +27,7 @@ pub fn engine_config() -> Config {
     config
         .epoch_interruption(true)
         .wasm_component_model(true)
-        .wasm_backtrace(true)
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(64))
         .cranelift_opt_level(OptLevel::Speed)
         // Guests get a generous but bounded stack: deep recursion traps with
         // "call stack exhausted" instead of taking the host down.

@@ -192,7 +192,11 @@ mod tests {
     #[test]
     fn unlimited_memory_never_refuses() {
         let mut limiter = MemoryLimiter::new(None);
-        assert!(limiter.memory_growing(0, usize::MAX / 2, None).unwrap_or(false));
+        assert!(
+            limiter
+                .memory_growing(0, usize::MAX / 2, None)
+                .unwrap_or(false)
+        );
         assert_eq!(limiter.refused_request(), None);
     }
 

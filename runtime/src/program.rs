@@ -75,7 +75,10 @@ pub fn detect_binary(bytes: &[u8]) -> Option<Result<WasmKind, String>> {
 ///
 /// Text (`.wat`) is recognised by content: valid UTF-8 whose first token is
 /// `(` after whitespace and comments.
-pub fn to_binary(bytes: &[u8], origin: &str) -> Result<(std::borrow::Cow<'_, [u8]>, WasmKind), RuntimeError> {
+pub fn to_binary<'a>(
+    bytes: &'a [u8],
+    origin: &str,
+) -> Result<(std::borrow::Cow<'a, [u8]>, WasmKind), RuntimeError> {
     if let Some(kind) = detect_binary(bytes) {
         let kind = kind.map_err(|detail| RuntimeError::NotWasm {
             origin: origin.to_owned(),
@@ -98,7 +101,11 @@ pub fn to_binary(bytes: &[u8], origin: &str) -> Result<(std::borrow::Cow<'_, [u8
     })?;
     let kind = match detect_binary(&binary) {
         Some(Ok(kind)) => kind,
-        _ => return Err(not_wasm(": the text did not produce a module or component".into())),
+        _ => {
+            return Err(not_wasm(
+                ": the text did not produce a module or component".into(),
+            ));
+        }
     };
     Ok((std::borrow::Cow::Owned(binary), kind))
 }
@@ -119,21 +126,35 @@ fn looks_like_wat(text: &str) -> bool {
 }
 
 /// Compiles a WebAssembly binary of a known kind, without any cache.
-pub(crate) fn compile(engine: &Engine, binary: &[u8], kind: WasmKind, origin: &str) -> Result<Program, RuntimeError> {
+pub(crate) fn compile(
+    engine: &Engine,
+    binary: &[u8],
+    kind: WasmKind,
+    origin: &str,
+) -> Result<Program, RuntimeError> {
     let invalid = |error: wasmtime::Error| RuntimeError::InvalidWasm {
         origin: origin.to_owned(),
         kind: kind.noun(),
         reason: format!("{error:#}"),
     };
     Ok(match kind {
-        WasmKind::Module => Program::Module(wasmtime::Module::from_binary(engine, binary).map_err(invalid)?),
-        WasmKind::Component => Program::Component(Component::from_binary(engine, binary).map_err(invalid)?),
+        WasmKind::Module => {
+            Program::Module(wasmtime::Module::from_binary(engine, binary).map_err(invalid)?)
+        }
+        WasmKind::Component => {
+            Program::Component(Component::from_binary(engine, binary).map_err(invalid)?)
+        }
     })
 }
 
 /// Reads, classifies and compiles the file at `path`, using `cache` when given.
-pub fn load_file(engine: &Engine, path: &Path, cache: Option<&CompileCache>) -> Result<Program, RuntimeError> {
-    let bytes = std::fs::read(path).map_err(|source| RuntimeError::io("cannot read", path, source))?;
+pub fn load_file(
+    engine: &Engine,
+    path: &Path,
+    cache: Option<&CompileCache>,
+) -> Result<Program, RuntimeError> {
+    let bytes =
+        std::fs::read(path).map_err(|source| RuntimeError::io("cannot read", path, source))?;
     load_bytes(engine, &bytes, &path.display().to_string(), cache)
 }
 
@@ -157,8 +178,14 @@ mod tests {
 
     #[test]
     fn detects_kinds_from_bytes() {
-        assert_eq!(detect_binary(b"\0asm\x01\0\0\0"), Some(Ok(WasmKind::Module)));
-        assert_eq!(detect_binary(b"\0asm\x0d\0\x01\0"), Some(Ok(WasmKind::Component)));
+        assert_eq!(
+            detect_binary(b"\0asm\x01\0\0\0"),
+            Some(Ok(WasmKind::Module))
+        );
+        assert_eq!(
+            detect_binary(b"\0asm\x0d\0\x01\0"),
+            Some(Ok(WasmKind::Component))
+        );
         assert!(matches!(detect_binary(b"\0asm\x02\0\0\0"), Some(Err(_))));
         assert!(matches!(detect_binary(b"\0asm"), Some(Err(_))));
         assert_eq!(detect_binary(b"(module)"), None);
@@ -166,7 +193,8 @@ mod tests {
 
     #[test]
     fn text_is_recognised_by_content() {
-        let (binary, kind) = to_binary(b";; a comment\n(; block ;) (module)", "t").expect("valid wat");
+        let (binary, kind) =
+            to_binary(b";; a comment\n(; block ;) (module)", "t").expect("valid wat");
         assert_eq!(kind, WasmKind::Module);
         assert!(binary.starts_with(WASM_MAGIC));
         let (_, kind) = to_binary(b"(component)", "t").expect("valid component wat");
@@ -175,7 +203,12 @@ mod tests {
 
     #[test]
     fn garbage_is_not_wasm() {
-        for garbage in [&b"hello world"[..], b"\xff\xfe\x00garbage", b"", b"#!/bin/sh\n"] {
+        for garbage in [
+            &b"hello world"[..],
+            b"\xff\xfe\x00garbage",
+            b"",
+            b"#!/bin/sh\n",
+        ] {
             let error = to_binary(garbage, "garbage.bin").expect_err("garbage");
             assert!(matches!(error, RuntimeError::NotWasm { .. }), "{error}");
             assert!(error.to_string().contains("garbage.bin"));

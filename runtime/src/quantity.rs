@@ -185,10 +185,7 @@ mod tests {
     fn bad_memory_sizes_name_the_value() {
         for bad in ["lots", "", "-1", "64Xi", "1.2.3Mi", "0", "0.1", "Mi", "1e9"] {
             let error = parse_memory(bad).expect_err(bad);
-            assert!(
-                error.to_string().contains(&format!("{bad:?}")),
-                "{error}"
-            );
+            assert!(error.to_string().contains(&format!("{bad:?}")), "{error}");
             assert!(error.to_string().contains("64Mi"), "{error}");
         }
     }

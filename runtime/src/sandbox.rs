@@ -85,7 +85,10 @@ impl ExitStatus {
                 humanize(*after),
                 self.code
             )),
-            ExitReason::Trapped { message } => Some(format!("the guest trapped; exit code {}\n{message}", self.code)),
+            ExitReason::Trapped { message } => Some(format!(
+                "the guest trapped; exit code {}\n{message}",
+                self.code
+            )),
         }
     }
 }
@@ -135,7 +138,11 @@ fn wasi_builder(spec: &mut SandboxSpec) -> Result<WasiCtxBuilder, RuntimeError> 
     }
     builder.envs(&env);
     for mount in &spec.mounts {
-        let perms = if mount.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        let perms = if mount.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
         builder
             .preopened_dir(&mount.host, &mount.guest, perms)
             .map_err(|error| RuntimeError::Volume {
@@ -156,7 +163,11 @@ fn wasi_builder(spec: &mut SandboxSpec) -> Result<WasiCtxBuilder, RuntimeError> 
             .filter(|m| m.guest == "/" || workdir.starts_with(&m.guest))
             .max_by_key(|m| m.guest.len())
             .is_some_and(|m| m.read_only);
-        let perms = if read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        let perms = if read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
         if let Err(error) = builder.preopened_dir(&host, ".", perms) {
             tracing::warn!(%error, workdir, "cannot preopen the working directory");
         }
@@ -192,8 +203,15 @@ fn wasi_builder(spec: &mut SandboxSpec) -> Result<WasiCtxBuilder, RuntimeError> 
 }
 
 /// Creates a store with the memory limiter, CPU throttle and deadline wired in.
-pub(crate) fn new_store<W: Send + 'static>(engine: &'static Engine, wasi: W, limits: &Limits) -> Store<GuestState<W>> {
-    let throttle = limits.cpus.map(CpuThrottle::new).filter(CpuThrottle::is_limiting);
+pub(crate) fn new_store<W: Send + 'static>(
+    engine: &'static Engine,
+    wasi: W,
+    limits: &Limits,
+) -> Store<GuestState<W>> {
+    let throttle = limits
+        .cpus
+        .map(CpuThrottle::new)
+        .filter(CpuThrottle::is_limiting);
     let needs_epoch = throttle.is_some() || limits.timeout.is_some();
     let mut store = Store::new(
         engine,
@@ -232,14 +250,23 @@ pub(crate) fn new_store<W: Send + 'static>(engine: &'static Engine, wasi: W, lim
 /// Called by wasmtime at each epoch tick while the guest runs wasm: pause it
 /// when it is over its CPU quota, otherwise yield so timers (the timeout)
 /// can fire.
-fn on_epoch_tick<W>(mut context: StoreContextMut<'_, GuestState<W>>) -> wasmtime::Result<UpdateDeadline> {
+fn on_epoch_tick<W>(
+    mut context: StoreContextMut<'_, GuestState<W>>,
+) -> wasmtime::Result<UpdateDeadline> {
     let state = context.data_mut();
     let now = Instant::now();
     if state.deadline.is_some_and(|deadline| now >= deadline) {
         return Ok(UpdateDeadline::Yield(1));
     }
-    if let Some(pause) = state.throttle.as_mut().and_then(|throttle| throttle.on_tick(now)) {
-        return Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(pause))));
+    if let Some(pause) = state
+        .throttle
+        .as_mut()
+        .and_then(|throttle| throttle.on_tick(now))
+    {
+        return Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::time::sleep(pause)),
+        ));
     }
     Ok(UpdateDeadline::Yield(1))
 }
@@ -249,7 +276,11 @@ fn on_epoch_tick<W>(mut context: StoreContextMut<'_, GuestState<W>>) -> wasmtime
 /// Must be called within a tokio runtime (timers drive the CPU quota and
 /// timeout). Errors are berth's own failures (bad mounts, unlinkable
 /// imports); anything the guest does is reported in the [`ExitStatus`].
-pub async fn run(engine: &'static Engine, program: &Program, mut spec: SandboxSpec) -> Result<ExitStatus, RuntimeError> {
+pub async fn run(
+    engine: &'static Engine,
+    program: &Program,
+    mut spec: SandboxSpec,
+) -> Result<ExitStatus, RuntimeError> {
     let builder = wasi_builder(&mut spec)?;
     let origin = spec.program_name.clone();
     let limits = spec.limits.clone();
@@ -258,16 +289,18 @@ pub async fn run(engine: &'static Engine, program: &Program, mut spec: SandboxSp
             let mut builder = builder;
             let mut store = new_store(engine, builder.build_p1(), &limits);
             let mut linker: wasmtime::Linker<GuestState<WasiP1Ctx>> = wasmtime::Linker::new(engine);
-            wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state| &mut state.wasi).map_err(|error| {
-                RuntimeError::Link {
+            wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state| &mut state.wasi).map_err(
+                |error| RuntimeError::Link {
                     origin: origin.clone(),
                     reason: format!("{error:#}"),
-                }
-            })?;
-            let pre = linker.instantiate_pre(module).map_err(|error| RuntimeError::Link {
-                origin: origin.clone(),
-                reason: format!("{error:#}"),
-            })?;
+                },
+            )?;
+            let pre = linker
+                .instantiate_pre(module)
+                .map_err(|error| RuntimeError::Link {
+                    origin: origin.clone(),
+                    reason: format!("{error:#}"),
+                })?;
             let entrypoint = spec.entrypoint.clone();
             let args = spec.args.clone();
             let outcome = with_timeout(limits.timeout, async {
@@ -293,20 +326,26 @@ pub async fn run(engine: &'static Engine, program: &Program, mut spec: SandboxSp
             };
             let mut store = new_store(engine, state, &limits);
             let mut linker = wasmtime::component::Linker::new(engine);
-            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|error| RuntimeError::Link {
-                origin: origin.clone(),
-                reason: format!("{error:#}"),
-            })?;
-            let pre = linker.instantiate_pre(component).map_err(|error| RuntimeError::Link {
-                origin: origin.clone(),
-                reason: format!("{error:#}"),
-            })?;
-            let command_pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(|error| {
-                RuntimeError::Entrypoint {
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|error| {
+                RuntimeError::Link {
                     origin: origin.clone(),
-                    reason: format!("is not a WASI command component (it has no wasi:cli/run export): {error:#}"),
+                    reason: format!("{error:#}"),
                 }
             })?;
+            let pre = linker
+                .instantiate_pre(component)
+                .map_err(|error| RuntimeError::Link {
+                    origin: origin.clone(),
+                    reason: format!("{error:#}"),
+                })?;
+            let command_pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(
+                |error| RuntimeError::Entrypoint {
+                    origin: origin.clone(),
+                    reason: format!(
+                        "is not a WASI command component (it has no wasi:cli/run export): {error:#}"
+                    ),
+                },
+            )?;
             let outcome = with_timeout(limits.timeout, async {
                 let command = command_pre.instantiate_async(&mut store).await?;
                 match command.wasi_cli_run().call_run(&mut store).await? {
@@ -321,7 +360,10 @@ pub async fn run(engine: &'static Engine, program: &Program, mut spec: SandboxSp
 }
 
 /// `None` when the timeout fired first.
-async fn with_timeout<F: std::future::Future>(timeout: Option<Duration>, future: F) -> Option<F::Output> {
+async fn with_timeout<F: std::future::Future>(
+    timeout: Option<Duration>,
+    future: F,
+) -> Option<F::Output> {
     match timeout {
         Some(timeout) => tokio::time::timeout(timeout, future).await.ok(),
         None => Some(future.await),
@@ -334,7 +376,10 @@ fn finish<W>(
     limits: &Limits,
 ) -> Result<ExitStatus, RuntimeError> {
     let state = store.data();
-    let throttled = state.throttle.as_ref().map_or(Duration::ZERO, CpuThrottle::throttled_time);
+    let throttled = state
+        .throttle
+        .as_ref()
+        .map_or(Duration::ZERO, CpuThrottle::throttled_time);
     let mut status = match outcome {
         None => ExitStatus {
             code: EXIT_KILLED,
@@ -354,7 +399,9 @@ fn finish<W>(
             }
             if let Some(exit) = error.downcast_ref::<I32Exit>() {
                 ExitStatus::exited(exit.0)
-            } else if let (Some(requested), Some(limit)) = (state.memory.refused_request(), limits.memory_bytes) {
+            } else if let (Some(requested), Some(limit)) =
+                (state.memory.refused_request(), limits.memory_bytes)
+            {
                 ExitStatus {
                     code: EXIT_KILLED,
                     reason: ExitReason::OomKilled { limit, requested },
@@ -385,18 +432,10 @@ async fn call_module_entry<W: Send>(
     args: &[String],
     origin: &str,
 ) -> wasmtime::Result<Vec<String>> {
-    let export_names = || {
-        let names: Vec<String> = instance
-            .exports(&mut *store)
-            .filter(|export| export.clone().into_func().is_some())
-            .map(|export| export.name().to_owned())
-            .collect();
-        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
-    };
     match entrypoint {
         Entrypoint::Command => {
             let Some(start) = instance.get_func(&mut *store, "_start") else {
-                let names = export_names();
+                let names = function_exports(instance, &mut *store);
                 return Err(wasmtime::Error::new(EntryError(format!(
                     "{origin} has no _start export, so it is not a WASI command; its function exports are: {names}. Call one with FILE#NAME"
                 ))));
@@ -409,17 +448,32 @@ async fn call_module_entry<W: Send>(
                 init.call_async(&mut *store, &[], &mut []).await?;
             }
             let Some(func) = instance.get_func(&mut *store, name) else {
-                let names = export_names();
+                let names = function_exports(instance, &mut *store);
                 return Err(wasmtime::Error::new(EntryError(format!(
                     "{origin} has no function export {name:?}; its function exports are: {names}"
                 ))));
             };
             let ty = func.ty(&*store);
-            let params = parse_params(&ty, args, name).map_err(|message| wasmtime::Error::new(EntryError(message)))?;
+            let params = parse_params(&ty, args, name)
+                .map_err(|message| wasmtime::Error::new(EntryError(message)))?;
             let mut results = vec![Val::I32(0); ty.results().len()];
             func.call_async(&mut *store, &params, &mut results).await?;
             Ok(results.iter().map(format_val).collect())
         }
+    }
+}
+
+/// The names of an instance's function exports, for error messages.
+fn function_exports<W>(instance: &wasmtime::Instance, store: &mut Store<GuestState<W>>) -> String {
+    let names: Vec<String> = instance
+        .exports(&mut *store)
+        .filter(|export| export.clone().into_func().is_some())
+        .map(|export| export.name().to_owned())
+        .collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -435,7 +489,11 @@ fn parse_params(ty: &wasmtime::FuncType, args: &[String], name: &str) -> Result<
         return Err(format!(
             "export {name:?} takes {} argument(s) ({}), but {} were given",
             params.len(),
-            params.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+            params
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             args.len()
         ));
     }

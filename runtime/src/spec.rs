@@ -49,7 +49,9 @@ impl Mount {
             })?;
         let (host, guest) = (&rest[..split], &rest[split + 1..]);
         if host.is_empty() {
-            return Err(invalid("the host directory is empty; expected HOST:GUEST[:ro]".into()));
+            return Err(invalid(
+                "the host directory is empty; expected HOST:GUEST[:ro]".into(),
+            ));
         }
         let guest = normalize_guest_path(guest).ok_or_else(|| {
             invalid(format!(
@@ -57,9 +59,8 @@ impl Mount {
             ))
         })?;
         let host_path = Path::new(host);
-        let metadata = std::fs::metadata(host_path).map_err(|error| {
-            invalid(format!("host directory {host:?} cannot be used: {error}"))
-        })?;
+        let metadata = std::fs::metadata(host_path)
+            .map_err(|error| invalid(format!("host directory {host:?} cannot be used: {error}")))?;
         if !metadata.is_dir() {
             return Err(invalid(format!(
                 "host path {host:?} is not a directory; berth mounts directories only"
@@ -103,7 +104,8 @@ pub fn parse_env(spec: &str) -> Result<Option<(String, String)>, RuntimeError> {
     if key.is_empty() || key.contains('\0') || value.is_some_and(|v| v.contains('\0')) {
         return Err(RuntimeError::Env {
             spec: spec.to_owned(),
-            reason: "expected KEY=VALUE (or KEY to pass the host's value) with a non-empty KEY".into(),
+            reason: "expected KEY=VALUE (or KEY to pass the host's value) with a non-empty KEY"
+                .into(),
         });
     }
     Ok(match value {
@@ -115,7 +117,8 @@ pub fn parse_env(spec: &str) -> Result<Option<(String, String)>, RuntimeError> {
 /// Parses a docker env file: one `KEY=VALUE` or `KEY` per line, `#`
 /// comments and blank lines ignored. Errors name the file and line.
 pub fn parse_env_file(path: &Path) -> Result<Vec<(String, String)>, RuntimeError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RuntimeError::io("cannot read env file", path, source))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| RuntimeError::io("cannot read env file", path, source))?;
     let mut vars = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim_start();
@@ -271,10 +274,19 @@ mod tests {
 
     #[test]
     fn env_parsing() {
-        assert_eq!(parse_env("A=b=c").ok().flatten(), Some(("A".into(), "b=c".into())));
-        assert_eq!(parse_env("A=").ok().flatten(), Some(("A".into(), String::new())));
+        assert_eq!(
+            parse_env("A=b=c").ok().flatten(),
+            Some(("A".into(), "b=c".into()))
+        );
+        assert_eq!(
+            parse_env("A=").ok().flatten(),
+            Some(("A".into(), String::new()))
+        );
         assert!(parse_env("=x").is_err());
-        assert_eq!(parse_env("BERTH_SURELY_UNSET_VARIABLE").ok().flatten(), None);
+        assert_eq!(
+            parse_env("BERTH_SURELY_UNSET_VARIABLE").ok().flatten(),
+            None
+        );
     }
 
     #[test]
@@ -286,15 +298,25 @@ mod tests {
         assert!(error.to_string().contains("line 5"), "{error}");
         std::fs::write(&path, "A=1\n  B=2\n").expect("write");
         let vars = parse_env_file(&path).expect("valid");
-        assert_eq!(vars, vec![("A".into(), "1".into()), ("B".into(), "2".into())]);
+        assert_eq!(
+            vars,
+            vec![("A".into(), "1".into()), ("B".into(), "2".into())]
+        );
     }
 
     #[test]
     fn later_env_overrides() {
         let spec = SandboxSpec {
-            env: vec![("A".into(), "1".into()), ("B".into(), "2".into()), ("A".into(), "3".into())],
+            env: vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "2".into()),
+                ("A".into(), "3".into()),
+            ],
             ..SandboxSpec::default()
         };
-        assert_eq!(spec.effective_env(), vec![("A".into(), "3".into()), ("B".into(), "2".into())]);
+        assert_eq!(
+            spec.effective_env(),
+            vec![("A".into(), "3".into()), ("B".into(), "2".into())]
+        );
     }
 }

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use berth_runtime::quantity::{parse_cpus, parse_duration, parse_memory};
-use berth_runtime::spec::{parse_env, parse_env_file, normalize_guest_path};
-use berth_runtime::{CompileCache, Entrypoint, Limits, Mount, Output, SandboxSpec, Stdin, program, shared_engine};
+use berth_runtime::spec::{normalize_guest_path, parse_env, parse_env_file};
+use berth_runtime::{
+    CompileCache, Entrypoint, Limits, Mount, Output, SandboxSpec, Stdin, program, shared_engine,
+};
 use clap::Args;
 
 /// Flags of `berth run`.
@@ -52,7 +54,11 @@ pub struct RunArgs {
     file: String,
 
     /// Arguments passed to the program.
-    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     args: Vec<String>,
 }
 
@@ -79,7 +85,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
     }
     let workdir = match &args.workdir {
         Some(dir) => Some(normalize_guest_path(dir).with_context(|| {
-            format!("invalid workdir {dir:?}: expected an absolute guest path without '..', e.g. /app")
+            format!(
+                "invalid workdir {dir:?}: expected an absolute guest path without '..', e.g. /app"
+            )
         })?),
         None => None,
     };
@@ -115,7 +123,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if let Some(description) = status.describe() {
         eprintln!("berth: {description}");
     }
-    tracing::debug!(code = status.code, throttled_ms = status.throttled.as_millis() as u64, "guest finished");
+    tracing::debug!(
+        code = status.code,
+        throttled_ms = status.throttled.as_millis() as u64,
+        "guest finished"
+    );
     // Exit codes are 0..=255 on every platform berth supports; WASI exit
     // codes outside that range wrap as they would for a native process.
     let code = (status.code & 0xff) as u8;

@@ -6,7 +6,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The berth binary under test.
@@ -129,7 +129,12 @@ impl Run {
     pub fn expect_berth_error(&self, mentions: &str) -> &Self {
         self.expect_code(125);
         let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{}", self.stderr);
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one line on stderr, got:\n{}",
+            self.stderr
+        );
         assert!(lines[0].starts_with("berth: "), "{}", self.stderr);
         assert!(
             lines[0].contains(mentions),
