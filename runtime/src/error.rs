@@ -11,15 +11,16 @@ pub enum RuntimeError {
     #[error("cannot create the WebAssembly engine: {0}")]
     Engine(String),
     /// A file could not be read or written.
-    #[error("{action} {path}: {source}")]
+    // The OS error is part of the message rather than a `source`, so that
+    // printing the error chain does not repeat it.
+    #[error("{action} {path}: {error}")]
     Io {
         /// What berth was doing ("cannot read", "cannot write").
         action: &'static str,
         /// The file involved.
         path: PathBuf,
         /// The operating system's error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The bytes are neither WebAssembly binary nor WebAssembly text.
     #[error(
@@ -82,12 +83,12 @@ impl RuntimeError {
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
-        source: std::io::Error,
+        error: std::io::Error,
     ) -> Self {
         RuntimeError::Io {
             action,
             path: path.into(),
-            source,
+            error,
         }
     }
 }
