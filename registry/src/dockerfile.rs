@@ -121,6 +121,9 @@ fn split_instruction(line: usize, text: &str, file: &str) -> Result<Instruction>
     })
 }
 
+/// Looks a variable up by name (`None`: unset).
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// The JSON (exec) form `["a", "b"]`, if `args` is one.
 pub fn json_form(args: &str) -> Option<Vec<String>> {
     let t = args.trim();
@@ -134,10 +137,7 @@ pub fn json_form(args: &str) -> Option<Vec<String>> {
 /// separates words, quotes group, `\` escapes, and `$VAR`, `${VAR}`,
 /// `${VAR:-default}`, `${VAR:+alt}` are replaced using `lookup` (outside
 /// single quotes). With `lookup = None` variables are kept literally.
-pub fn words(
-    text: &str,
-    lookup: Option<&dyn Fn(&str) -> Option<String>>,
-) -> Result<Vec<String>, String> {
+pub fn words(text: &str, lookup: Option<Lookup<'_>>) -> Result<Vec<String>, String> {
     let chars: Vec<char> = text.chars().collect();
     let mut out = Vec::new();
     let mut word = String::new();
@@ -237,7 +237,7 @@ pub fn substitute(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result
 fn expand(
     chars: &[char],
     i: usize,
-    lookup: Option<&dyn Fn(&str) -> Option<String>>,
+    lookup: Option<Lookup<'_>>,
     out: &mut String,
 ) -> Result<usize, String> {
     let get = |name: &str| lookup.and_then(|f| f(name));

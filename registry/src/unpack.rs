@@ -133,10 +133,7 @@ fn chain_id(store: &Store, manifest: &Manifest) -> Result<String> {
             )
         };
     }
-    if !chain.starts_with("sha256:")
-        || chain.contains(|c: char| c == '/' || c == '\\')
-        || chain.len() != 71
-    {
+    if !chain.starts_with("sha256:") || chain.contains(['/', '\\']) || chain.len() != 71 {
         chain = format!("sha256:{}", hex::encode(Sha256::digest(chain)));
     }
     Ok(chain)
