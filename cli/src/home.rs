@@ -20,3 +20,30 @@ pub fn berth_home() -> Result<PathBuf> {
 pub fn compile_cache_dir() -> Result<PathBuf> {
     Ok(berth_home()?.join("cache").join("compiled"))
 }
+
+/// The local image store.
+pub fn image_store_dir() -> Result<PathBuf> {
+    Ok(berth_home()?.join("images"))
+}
+
+/// Unpacked image roots, one directory per layer chain.
+pub fn rootfs_cache_dir() -> Result<PathBuf> {
+    Ok(berth_home()?.join("rootfs"))
+}
+
+/// Registry credentials (docker's config.json format, mode 0600).
+pub fn auth_file() -> Result<PathBuf> {
+    Ok(berth_home()?.join("auth.json"))
+}
+
+/// Scratch space for running containers (private `/tmp` directories).
+pub fn containers_dir() -> Result<PathBuf> {
+    Ok(berth_home()?.join("containers"))
+}
+
+/// Opens (creating if needed) the local image store.
+pub fn open_store() -> Result<berth_registry::Store> {
+    let dir = image_store_dir()?;
+    berth_registry::Store::open(&dir)
+        .with_context(|| format!("cannot open the image store at {}", dir.display()))
+}

@@ -8,6 +8,7 @@ mod home;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use commands::image;
 
 /// Exit code for berth's own failures (bad flags, unreadable or invalid
 /// programs, bad quantities), as docker uses for its own errors.
@@ -25,8 +26,33 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a WebAssembly program in a new sandbox.
+    /// Run a WebAssembly program or image in a new sandbox.
     Run(commands::run::RunArgs),
+    /// Build an image from a Dockerfile.
+    Build(image::BuildArgs),
+    /// List images.
+    Images(image::ImagesArgs),
+    /// Give an image another name.
+    Tag(image::TagArgs),
+    /// Remove image names (blobs are freed by `berth image prune`).
+    Rmi(image::RmiArgs),
+    /// Show images as JSON.
+    Inspect(image::InspectArgs),
+    /// Save images to an OCI image-layout tar.
+    Save(image::SaveArgs),
+    /// Load images from an OCI image-layout tar.
+    Load(image::LoadArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Download an image from a registry.
+    Pull(image::PullArgs),
+    /// Upload an image to a registry.
+    Push(image::PushArgs),
+    /// Store credentials for a registry.
+    Login(image::LoginArgs),
+    /// Remove stored credentials for a registry.
+    Logout(image::LogoutArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +63,18 @@ fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Run(args) => commands::run::run(args),
+        Command::Build(args) => image::build_command(args),
+        Command::Images(args) => image::images_command(args),
+        Command::Tag(args) => image::tag_command(args),
+        Command::Rmi(args) => image::rmi_command(args),
+        Command::Inspect(args) => image::inspect_command(args),
+        Command::Save(args) => image::save_command(args),
+        Command::Load(args) => image::load_command(args),
+        Command::Image(command) => image::image_command(command),
+        Command::Pull(args) => image::pull_command(args),
+        Command::Push(args) => image::push_command(args),
+        Command::Login(args) => image::login_command(args),
+        Command::Logout(args) => image::logout_command(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -129,14 +129,10 @@ fn wasi_builder(spec: &mut SandboxSpec) -> Result<WasiCtxBuilder, RuntimeError> 
     let mut builder = WasiCtxBuilder::new();
     builder.arg(&spec.program_name);
     builder.args(&spec.args);
-    let mut env = spec.effective_env();
     if let Some(workdir) = &spec.workdir {
         builder.initial_cwd(workdir);
-        if !env.iter().any(|(key, _)| key == "PWD") {
-            env.push(("PWD".into(), workdir.clone()));
-        }
     }
-    builder.envs(&env);
+    builder.envs(&spec.effective_env());
     for mount in &spec.mounts {
         let perms = if mount.read_only {
             FsPerms::ReadOnly

@@ -1,3 +1,6 @@
-//! One module per `berth` subcommand: each turns flags into library calls.
+//! One module per group of `berth` subcommands: each turns flags into
+//! library calls and prints the result.
 
+pub mod image;
+pub mod progress;
 pub mod run;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use berth_runtime::quantity::{parse_cpus, parse_duration, parse_memory};
 use berth_runtime::spec::{normalize_guest_path, parse_env, parse_env_file};
 use berth_runtime::{
@@ -48,9 +48,18 @@ pub struct RunArgs {
     #[arg(short = 'i', long = "interactive")]
     interactive: bool,
 
-    /// The program: a .wasm module or component, or .wat text. FILE#NAME
-    /// calls the export NAME of a core module with ARGS as its parameters.
-    #[arg(value_name = "FILE")]
+    /// When to pull IMAGE: missing (default), always or never.
+    #[arg(long = "pull", value_name = "POLICY", default_value = "missing")]
+    pull: PullPolicy,
+
+    /// Override the image's ENTRYPOINT (the wasm path inside the image).
+    #[arg(long = "entrypoint", value_name = "PATH")]
+    entrypoint: Option<String>,
+
+    /// The program: a .wasm module or component, .wat text, or an image
+    /// name. FILE#NAME calls the export NAME of a core module with ARGS as
+    /// its parameters.
+    #[arg(value_name = "FILE|IMAGE")]
     file: String,
 
     /// Arguments passed to the program.
@@ -62,21 +71,70 @@ pub struct RunArgs {
     args: Vec<String>,
 }
 
+/// When `berth run IMAGE` pulls, as docker's `--pull`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    /// Pull only when the image is not in the local store.
+    Missing,
+    /// Always pull (and fail if the registry cannot be reached).
+    Always,
+    /// Never pull: use the local store only.
+    Never,
+}
+
+/// What to run, resolved from the command line and (for images) the
+/// image's configuration.
+struct Resolved {
+    path: PathBuf,
+    entrypoint: Entrypoint,
+    program_name: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    mounts: Vec<Mount>,
+    workdir: Option<String>,
+    /// The container's private /tmp; removed when the run ends.
+    scratch: Option<tempfile::TempDir>,
+}
+
+/// Whether `file` names a file on disk (rather than an image).
+fn is_file_target(file: &str) -> bool {
+    let (path, _) = split_entrypoint(file);
+    path.exists()
+        || file.ends_with(".wasm")
+        || file.ends_with(".wat")
+        || file.starts_with('.')
+        || file.starts_with('/')
+        || file.contains('\\')
+        || file.contains('#')
+}
+
 /// Runs the program and returns the exit code to use.
 pub fn run(args: RunArgs) -> Result<u8> {
     let _ = args.interactive;
-    let (path, entrypoint) = split_entrypoint(&args.file);
-    let program_name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| args.file.clone());
-
-    let mounts = args
-        .volume
-        .iter()
-        .map(|spec| Mount::parse(spec))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut env = Vec::new();
+    let resolved = if is_file_target(&args.file) {
+        let (path, entrypoint) = split_entrypoint(&args.file);
+        let program_name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| args.file.clone());
+        Resolved {
+            path,
+            entrypoint,
+            program_name,
+            args: args.args.clone(),
+            env: Vec::new(),
+            mounts: Vec::new(),
+            workdir: None,
+            scratch: None,
+        }
+    } else {
+        resolve_image(&args)?
+    };
+    let mut env = resolved.env.clone();
+    let mut mounts = resolved.mounts.clone();
+    for spec in &args.volume {
+        mounts.push(Mount::parse(spec)?);
+    }
     for file in &args.env_file {
         env.extend(parse_env_file(file)?);
     }
@@ -89,16 +147,16 @@ pub fn run(args: RunArgs) -> Result<u8> {
                 "invalid workdir {dir:?}: expected an absolute guest path without '..', e.g. /app"
             )
         })?),
-        None => None,
+        None => resolved.workdir.clone(),
     };
 
     let engine = shared_engine()?;
     let cache = CompileCache::new(crate::home::compile_cache_dir()?);
-    let program = program::load_file(engine, &path, Some(&cache))?;
+    let program = program::load_file(engine, &resolved.path, Some(&cache))?;
 
     let spec = SandboxSpec {
-        program_name,
-        args: args.args,
+        program_name: resolved.program_name.clone(),
+        args: resolved.args.clone(),
         env,
         mounts,
         workdir,
@@ -107,7 +165,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             cpus: args.cpus,
             timeout: args.timeout,
         },
-        entrypoint,
+        entrypoint: resolved.entrypoint.clone(),
         stdin: Stdin::Inherit,
         stdout: Output::Inherit,
         stderr: Output::Inherit,
@@ -136,7 +194,108 @@ pub fn run(args: RunArgs) -> Result<u8> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    if let Some(scratch) = resolved.scratch
+        && let Err(error) = scratch.close()
+    {
+        tracing::warn!(%error, "cannot remove the container's /tmp");
+    }
     std::process::exit(i32::from(code));
+}
+
+/// Resolves `berth run IMAGE`: finds or pulls the image, unpacks its
+/// layers (once, cached) to mount read-only at `/`, gives the container a
+/// private writable `/tmp`, and applies ENV, WORKDIR, ENTRYPOINT and CMD
+/// as docker does (command-line flags override them).
+fn resolve_image(args: &RunArgs) -> Result<Resolved> {
+    let store = crate::home::open_store()?;
+    let image = args.file.as_str();
+    let found = match args.pull {
+        PullPolicy::Always => None,
+        PullPolicy::Missing | PullPolicy::Never => store.resolve(image).ok(),
+    };
+    let (digest, manifest) = match found {
+        Some(found) => found,
+        None if args.pull == PullPolicy::Never => {
+            bail!(
+                "image {image:?} is not in the local store and --pull never was given; run `berth pull {image}` or `berth images` to see what is there"
+            )
+        }
+        None => {
+            let digest =
+                crate::commands::image::pull_image(image, false, false).with_context(|| {
+                    format!("{image:?} is neither a file nor a local image, and pulling it failed")
+                })?;
+            store.resolve(&digest)?
+        }
+    };
+    let config = berth_registry::image::run_config_of(&store, &digest, &manifest)?;
+    let rootfs = berth_registry::unpack::rootfs_of(
+        &store,
+        &digest,
+        &manifest,
+        &crate::home::rootfs_cache_dir()?,
+    )?;
+
+    let mut entrypoint = config.entrypoint.clone();
+    let mut cmd = config.cmd.clone();
+    if let Some(path) = &args.entrypoint {
+        entrypoint = vec![path.clone()];
+        cmd.clear();
+    }
+    let image_config = berth_registry::RunConfig {
+        entrypoint,
+        cmd,
+        ..config.clone()
+    };
+    let argv = image_config.argv(&args.args);
+    let Some((program, guest_args)) = argv.split_first() else {
+        bail!(
+            "image {image:?} has no ENTRYPOINT or CMD: give the wasm path with --entrypoint PATH"
+        );
+    };
+    let guest_program = normalize_guest_path(program).with_context(|| {
+        format!("the image's entrypoint {program:?} is not an absolute path inside the image")
+    })?;
+    let path = rootfs.join(guest_program.trim_start_matches('/'));
+    if !path.is_file() {
+        bail!("the image's entrypoint {guest_program} does not exist in image {image:?}");
+    }
+
+    let containers = crate::home::containers_dir()?;
+    std::fs::create_dir_all(&containers)
+        .with_context(|| format!("cannot create {}", containers.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("tmp-")
+        .tempdir_in(&containers)
+        .with_context(|| format!("cannot create a private /tmp in {}", containers.display()))?;
+    let mounts = vec![
+        Mount {
+            host: rootfs,
+            guest: "/".into(),
+            read_only: true,
+        },
+        Mount {
+            host: scratch.path().to_path_buf(),
+            guest: "/tmp".into(),
+            read_only: false,
+        },
+    ];
+    let mut env = Vec::new();
+    for pair in &config.env {
+        if let Some((key, value)) = pair.split_once('=') {
+            env.push((key.to_owned(), value.to_owned()));
+        }
+    }
+    Ok(Resolved {
+        path,
+        entrypoint: Entrypoint::Command,
+        program_name: guest_program,
+        args: guest_args.to_vec(),
+        env,
+        mounts,
+        workdir: config.workdir.clone(),
+        scratch: Some(scratch),
+    })
 }
 
 /// Splits `FILE#NAME` into the file and an export entry point, unless a
