@@ -427,7 +427,13 @@ impl Builder<'_> {
             }
         }
         let mut words = match dockerfile::json_form(&ins.args) {
-            Some(v) => v,
+            // Docker substitutes variables in the JSON form of COPY/ADD too.
+            Some(v) => {
+                let lookup = |n: &str| self.lookup(n);
+                v.iter()
+                    .map(|w| dockerfile::substitute(w, &lookup).map_err(|e| self.err(ins, e)))
+                    .collect::<Result<Vec<_>>>()?
+            }
             None => self.words(ins)?,
         };
         if words.len() < 2 {
