@@ -53,7 +53,8 @@ CMD echo "two words"
             ("static/sub/x.txt", b"x"),
             ("conf.tar", &tar),
             ("notes.txt", b"n"),
-            (".dockerignore", b"# comment\n**/*.key\n"),
+            ("static/keep.key", b"kept"),
+            (".dockerignore", b"# comment\n**/*.key\n!static/keep.key\n"),
         ],
     )?;
     let (dir, store) = store()?;
@@ -392,4 +393,127 @@ fn save_load_roundtrip_and_tampered_archive() -> TestResult {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(unix)]
+#[test]
+fn context_symlinks_are_copied_not_followed() -> TestResult {
+    let wasm = example_wasm("hello.wasm")?;
+    let ctx = context(
+        "FROM scratch\nCOPY hello.wasm passwd /\nENTRYPOINT [\"/hello.wasm\"]\n",
+        &[("hello.wasm", &wasm)],
+    )?;
+    std::os::unix::fs::symlink("/etc/passwd", ctx.path().join("passwd"))?;
+    let (dir, store) = store()?;
+    let out = build::build(&store, &BuildOptions::new(ctx.path()))?;
+    let root = unpack::rootfs(&store, &out.digest, &dir.path().join("rootfs"))?;
+    let meta = std::fs::symlink_metadata(root.join("passwd"))?;
+    assert!(meta.file_type().is_symlink());
+    assert_eq!(
+        std::fs::read_link(root.join("passwd"))?,
+        std::path::PathBuf::from("etc/passwd")
+    );
+    assert!(
+        !root.join("etc/passwd").exists(),
+        "the host file must not be copied"
+    );
+    Ok(())
+}
+
+#[test]
+fn concurrent_writers_keep_the_index_whole() -> TestResult {
+    let wasm = example_wasm("hello.wasm")?;
+    let (_d, store) = store()?;
+    let built = build_image(
+        &store,
+        "FROM scratch\nCOPY hello.wasm /\nENTRYPOINT [\"/hello.wasm\"]\n",
+        &[("hello.wasm", &wasm)],
+        "base:1",
+        ImageFormat::Image,
+    )?;
+    let root = store.root().to_path_buf();
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let root = root.clone();
+            let digest = built.digest.clone();
+            std::thread::spawn(move || -> Result<(), String> {
+                let store = berth_registry::Store::open(root).map_err(|e| e.to_string())?;
+                for j in 0..10 {
+                    let r = berth_registry::Reference::parse(&format!("t{i}-{j}:1"))
+                        .map_err(|e| e.to_string())?;
+                    store.tag(&r, &digest).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().map_err(|_| "writer thread panicked")??;
+    }
+    assert_eq!(store.images()?.len(), 81);
+    Ok(())
+}
+
+#[test]
+fn an_image_interrupted_before_tagging_does_not_exist() -> TestResult {
+    let wasm = example_wasm("hello.wasm")?;
+    let (_d, store) = store()?;
+    let built = build_image(
+        &store,
+        "FROM scratch\nCOPY hello.wasm /\nENTRYPOINT [\"/hello.wasm\"]\n",
+        &[("hello.wasm", &wasm)],
+        "x:1",
+        ImageFormat::Image,
+    )?;
+    // Simulate a crash between writing the blobs and naming the image: the
+    // blobs are there, the index does not know them.
+    store.remove("x:1")?;
+    std::fs::write(store.root().join("tmp/blob-crashed"), b"half a layer")?;
+    let reopened = berth_registry::Store::open(store.root())?;
+    assert!(reopened.images()?.is_empty());
+    assert!(matches!(
+        reopened.resolve(&built.digest),
+        Err(RegistryError::ImageNotFound(_))
+    ));
+    let pruned = reopened.prune()?;
+    assert!(pruned.deleted.contains(&built.digest));
+    assert_eq!(blob_count(&reopened)?, 0);
+    Ok(())
+}
+
+#[test]
+fn docker_archive_loads() -> TestResult {
+    let wasm = example_wasm("hello.wasm")?;
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(wasm.len() as u64);
+    h.set_mode(0o755);
+    layer.append_data(&mut h, "hello.wasm", wasm.as_slice())?;
+    let layer = layer.into_inner()?;
+    let config = format!(
+        r#"{{"architecture":"wasm","os":"wasip1","config":{{"Entrypoint":["/hello.wasm"]}},"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        digest::of(&layer)
+    );
+    let manifest = r#"[{"Config":"abc.json","RepoTags":["dock:1"],"Layers":["l1/layer.tar"]}]"#;
+    let mut outer = tar::Builder::new(Vec::new());
+    for (name, bytes) in [
+        ("manifest.json", manifest.as_bytes()),
+        ("abc.json", config.as_bytes()),
+        ("l1/layer.tar", layer.as_slice()),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        outer.append_data(&mut h, name, bytes)?;
+    }
+    let (dir, store) = store()?;
+    let path = dir.path().join("docker.tar");
+    std::fs::write(&path, outer.into_inner()?)?;
+    let loaded = archive::load(&store, &path)?;
+    assert_eq!(loaded.images.len(), 1);
+    let rc = image::run_config(&store, "dock:1")?;
+    assert_eq!(rc.wasm_path(), "/hello.wasm");
+    let root = unpack::rootfs(&store, "dock:1", &dir.path().join("rootfs"))?;
+    assert_eq!(std::fs::read(root.join("hello.wasm"))?, wasm);
+    Ok(())
 }
