@@ -284,7 +284,16 @@ fn shared_layers_are_stored_once_and_prune_frees_the_rest() -> TestResult {
     assert_eq!(blob_count(&store)?, unique.len(), "every blob once");
 
     // Two tags, one image: removing one tag keeps the image.
-    store.tag(&"base:2".parse()?, &base.digest)?;
+    assert_eq!(store.tag_image("base:1", "base:2")?, base.digest);
+    let info = image::inspect(&store, "base:2")?;
+    assert_eq!(
+        info.names,
+        vec![
+            "docker.io/library/base:1".to_string(),
+            "docker.io/library/base:2".into()
+        ]
+    );
+    assert_eq!(info.config["architecture"], "wasm");
     store.remove("base:1")?;
     assert_eq!(store.resolve("base:2")?.0, base.digest);
     assert_eq!(
