@@ -130,17 +130,23 @@ fn lookup(file: &AuthFile, path: &Path, registry: &str) -> Result<Option<Credent
 }
 
 /// Credentials for `registry`: from berth's `auth_file` first, then from
-/// docker's config.json. `None` means anonymous.
+/// docker's config.json ([`docker_config_path`]). `None` means anonymous.
 pub fn credentials_for(auth_file: &Path, registry: &str) -> Result<Option<Credentials>> {
-    if let Some(file) = read_file(auth_file)?
-        && let Some(c) = lookup(&file, auth_file, registry)?
-    {
-        return Ok(Some(c));
-    }
-    if let Some(docker) = docker_config_path()
-        && let Some(file) = read_file(&docker)?
-    {
-        return lookup(&file, &docker, registry);
+    let docker = docker_config_path();
+    let mut files = vec![auth_file];
+    files.extend(docker.as_deref());
+    credentials_from(&files, registry)
+}
+
+/// Credentials for `registry` from the first of `files` (docker config.json
+/// format) that has an entry for it. Missing files are skipped.
+pub fn credentials_from(files: &[&Path], registry: &str) -> Result<Option<Credentials>> {
+    for path in files {
+        if let Some(file) = read_file(path)?
+            && let Some(c) = lookup(&file, path, registry)?
+        {
+            return Ok(Some(c));
+        }
     }
     Ok(None)
 }
@@ -261,6 +267,41 @@ mod tests {
         }
         assert!(logout(&path, "127.0.0.1:5000")?);
         assert!(!logout(&path, "127.0.0.1:5000")?);
+        Ok(())
+    }
+
+    #[test]
+    fn falls_back_to_docker_config() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| RegistryError::io("tempdir", "", e))?;
+        let berth = dir.path().join("auth.json");
+        let docker = dir.path().join("config.json");
+        let hub = STANDARD.encode("hubuser:hubpass");
+        let local = STANDARD.encode("me:pw");
+        let text = format!(
+            r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{hub}"}},"localhost:5000":{{"auth":"{local}"}}}},"credsStore":"desktop"}}"#
+        );
+        fs::write(&docker, text).map_err(|e| RegistryError::io("write", &docker, e))?;
+        let files = [berth.as_path(), docker.as_path()];
+        let got = credentials_from(&files, "docker.io")?.map(|c| c.username);
+        assert_eq!(got.as_deref(), Some("hubuser"));
+        let got = credentials_from(&files, "localhost:5000")?.map(|c| c.password);
+        assert_eq!(got.as_deref(), Some("pw"));
+        assert_eq!(credentials_from(&files, "elsewhere.io")?, None);
+        // berth's own file wins over docker's.
+        store_credentials(
+            &berth,
+            "localhost:5000",
+            &Credentials {
+                username: "b".into(),
+                password: "q".into(),
+            },
+        )?;
+        let got = credentials_from(&files, "localhost:5000")?.map(|c| c.username);
+        assert_eq!(got.as_deref(), Some("b"));
+        // And storing kept docker's other settings untouched in docker's file.
+        let kept =
+            fs::read_to_string(&docker).map_err(|e| RegistryError::io("read", &docker, e))?;
+        assert!(kept.contains("credsStore"));
         Ok(())
     }
 }

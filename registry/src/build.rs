@@ -259,7 +259,16 @@ impl Builder<'_> {
                     return Err(self.err(ins, "WORKDIR takes exactly one path"));
                 };
                 let base = self.config.working_dir.clone().unwrap_or_else(|| "/".into());
-                self.config.working_dir = Some(format!("/{}", clean_join(&base, dir)));
+                let dir = clean_join(&base, dir);
+                // Like docker, create the directory (in its own layer) if the
+                // image lacks it: the runtime's cwd must exist in the rootfs.
+                if !dir.is_empty() && !matches!(self.merged.get(&dir), Some(Node::Dir)) {
+                    let mut layer = Tree::from([(dir.clone(), Node::Dir)]);
+                    add_parents(&mut layer);
+                    apply_layer(&mut self.merged, &layer);
+                    self.layers.push(layer);
+                }
+                self.config.working_dir = Some(format!("/{dir}"));
                 Ok(())
             }
             "ENTRYPOINT" => {
@@ -427,7 +436,13 @@ impl Builder<'_> {
             }
         }
         let mut words = match dockerfile::json_form(&ins.args) {
-            Some(v) => v,
+            // Docker substitutes variables in the JSON form of COPY/ADD too.
+            Some(v) => {
+                let lookup = |n: &str| self.lookup(n);
+                v.iter()
+                    .map(|w| dockerfile::substitute(w, &lookup).map_err(|e| self.err(ins, e)))
+                    .collect::<Result<Vec<_>>>()?
+            }
             None => self.words(ins)?,
         };
         if words.len() < 2 {
@@ -462,7 +477,25 @@ impl Builder<'_> {
             dest_raw.ends_with('/') || sources.len() > 1 || words.iter().any(|w| is_glob(w));
         for src in sources {
             let abs = self.context.root.join(&src);
-            let meta = fs::metadata(&abs).map_err(|e| RegistryError::io("cannot read", &abs, e))?;
+            // A symlink is copied as a symlink, never followed: following it
+            // could copy a host file from outside the build context.
+            let meta = fs::symlink_metadata(&abs)
+                .map_err(|e| RegistryError::io("cannot read", &abs, e))?;
+            if meta.file_type().is_symlink() {
+                let target =
+                    fs::read_link(&abs).map_err(|e| RegistryError::io("cannot read", &abs, e))?;
+                let name = src.rsplit('/').next().unwrap_or(&src).to_string();
+                let at = if dest_is_dir || dest.is_empty() {
+                    clean_join(&format!("/{dest}"), &name)
+                } else {
+                    dest.clone()
+                };
+                layer.insert(
+                    at,
+                    Node::Symlink(target.to_string_lossy().replace('\\', "/")),
+                );
+                continue;
+            }
             if meta.is_dir() {
                 self.context.copy_dir(&src, &dest, &mut layer)?;
                 continue;

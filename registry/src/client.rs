@@ -32,6 +32,9 @@ use crate::store::Store;
 /// Attempts per request before giving up.
 pub const MAX_TRIES: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Blobs above this size are uploaded from their file in chunks.
+const STREAM_THRESHOLD: u64 = 8 << 20;
+const UPLOAD_CHUNK: usize = 4 << 20;
 const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Receives progress events; the CLI implements it with progress bars.
@@ -474,24 +477,32 @@ pub async fn push(
             }
             continue;
         }
-        let data = bytes::Bytes::from(store.read_blob(&blob.digest)?);
         if let Some(p) = &remote.progress {
             p.blob_started(&blob.digest, blob.size);
         }
-        remote
-            .retry(&format!("uploading {}", blob.digest), || {
-                let data = data.clone();
-                let remote = &remote;
-                let registry = &registry;
-                async move {
-                    remote
-                        .client
-                        .push_blob(&remote.target, data, &blob.digest)
-                        .await
-                        .map_err(|e| classify(registry, e))
-                }
-            })
-            .await?;
+        if blob.size > STREAM_THRESHOLD {
+            remote
+                .retry(&format!("uploading {}", blob.digest), || {
+                    upload_streamed(&remote, store, blob)
+                })
+                .await?;
+        } else {
+            let data = bytes::Bytes::from(store.read_blob(&blob.digest)?);
+            remote
+                .retry(&format!("uploading {}", blob.digest), || {
+                    let data = data.clone();
+                    let remote = &remote;
+                    let registry = &registry;
+                    async move {
+                        remote
+                            .client
+                            .push_blob(&remote.target, data, &blob.digest)
+                            .await
+                            .map_err(|e| classify(registry, e))
+                    }
+                })
+                .await?;
+        }
         uploaded += 1;
         if let Some(p) = &remote.progress {
             p.blob_progress(&blob.digest, blob.size);
@@ -532,6 +543,42 @@ pub async fn push(
         uploaded,
         skipped,
     })
+}
+
+/// Uploads a large blob from its file in chunks instead of reading it
+/// into memory first.
+async fn upload_streamed(
+    remote: &Remote,
+    store: &Store,
+    blob: &crate::image::Descriptor,
+) -> Result<String, Attempt> {
+    let file = store.open_blob(&blob.digest).map_err(Attempt::Fatal)?;
+    let progress = remote.progress.clone();
+    let digest = blob.digest.clone();
+    let chunks = futures_util::stream::unfold((file, 0u64), move |(mut file, sent)| {
+        let progress = progress.clone();
+        let digest = digest.clone();
+        async move {
+            let mut buf = vec![0u8; UPLOAD_CHUNK];
+            match std::io::Read::read(&mut file, &mut buf) {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    let sent = sent + n as u64;
+                    if let Some(p) = &progress {
+                        p.blob_progress(&digest, sent);
+                    }
+                    Some((Ok(bytes::Bytes::from(buf)), (file, sent)))
+                }
+                Err(e) => Some((Err(OciDistributionError::IoError(e)), (file, sent))),
+            }
+        }
+    });
+    remote
+        .client
+        .push_blob_stream(&remote.target, chunks, &blob.digest)
+        .await
+        .map_err(|e| classify(remote.reference.registry(), e))
 }
 
 /// Checks `credentials` against `registry`: HTTP basic registries must

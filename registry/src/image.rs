@@ -363,6 +363,43 @@ impl RunConfig {
     }
 }
 
+/// Everything `berth inspect` shows about an image.
+#[derive(Debug, Clone)]
+pub struct Inspect {
+    /// The manifest digest.
+    pub digest: String,
+    /// The names pointing at it (full references).
+    pub names: Vec<String>,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The config blob as JSON (OCI image config or CNCF wasm config).
+    pub config: serde_json::Value,
+    /// What `berth run` would do with it.
+    pub run_config: RunConfig,
+}
+
+/// Inspects image `name_or_digest` of `store`.
+pub fn inspect(store: &Store, name_or_digest: &str) -> Result<Inspect> {
+    let (digest, manifest) = store.resolve(name_or_digest)?;
+    let config = serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
+        .map_err(|e| RegistryError::json(format!("config {}", manifest.config.digest), e))?;
+    let run_config = run_config_of(store, &digest, &manifest)?;
+    let names = store
+        .read_index()?
+        .manifests
+        .iter()
+        .filter(|d| d.digest == digest)
+        .filter_map(|d| d.annotation(ANNOTATION_REF_NAME).map(str::to_string))
+        .collect();
+    Ok(Inspect {
+        digest,
+        names,
+        manifest,
+        config,
+        run_config,
+    })
+}
+
 /// The run configuration of the image `name_or_digest` in `store`.
 pub fn run_config(store: &Store, name_or_digest: &str) -> Result<RunConfig> {
     let (digest, manifest) = store.resolve(name_or_digest)?;

@@ -4,12 +4,13 @@
 //!
 //! Entry points:
 //! - [`Store::open`] the local OCI-layout store; [`Store::images`],
-//!   [`Store::tag`], [`Store::resolve`], [`Store::remove`], [`Store::prune`];
+//!   [`Store::tag_image`], [`Store::resolve`], [`Store::remove`], [`Store::prune`];
 //! - [`build::build`] a Dockerfile into the store → [`build::BuildOutcome`];
 //! - [`client::pull`] / [`client::push`] against a registry;
 //!   [`auth::login`], [`auth::logout`], [`auth::credentials_for`];
 //! - [`archive::save`] / [`archive::load`] OCI-layout tars (`ctr images import` reads them);
-//! - [`image::run_config`] what to run; [`unpack::rootfs`] the directory to mount at `/`.
+//! - [`image::run_config`] what to run, [`image::inspect`] everything about an
+//!   image; [`unpack::rootfs`] the directory to mount at `/`.
 //!
 //! Images are WebAssembly in one of three shapes ([`image::ImageFormat`]);
 //! every one of them goes through all of these calls.

@@ -277,6 +277,15 @@ impl Store {
         self.write_index(&index)
     }
 
+    /// `berth tag SOURCE TARGET`: names the image `source` (a name, digest
+    /// or digest prefix) also as `target`. Returns the manifest digest.
+    pub fn tag_image(&self, source: &str, target: &str) -> Result<String> {
+        let target = Reference::parse(target)?;
+        let digest = self.resolve_digest(source)?;
+        self.tag(&target, &digest)?;
+        Ok(digest)
+    }
+
     /// Records manifest `digest` in the index without a name (an untagged
     /// build), so that prune keeps it and it can be referred to by digest.
     pub fn keep(&self, digest: &str) -> Result<()> {

@@ -66,7 +66,7 @@ pub fn rootfs_of(
                 .map_err(|e| RegistryError::io("cannot write", &dest, e))?;
             continue;
         }
-        if !layer.media_type.contains("tar") {
+        if !layer.media_type.contains("tar") || layer.media_type.ends_with("zstd") {
             return Err(RegistryError::Unsupported {
                 image: digest.to_string(),
                 reason: format!(

@@ -139,6 +139,10 @@ async fn interrupted_pull_leaves_no_image_and_next_pull_works() -> TestResult {
         fresh.images()?.is_empty(),
         "no image after an interrupted pull"
     );
+    assert!(
+        fresh.has_blob(&manifest.config.digest),
+        "the cut must happen in the layer, after the manifest and config"
+    );
     assert!(!fresh.has_blob(&layer.digest), "no partial layer visible");
     assert_eq!(tmp_files(&fresh)?, 0, "temp files cleaned up");
 

@@ -8,6 +8,8 @@ use berth_registry::client::{self, Auth, RemoteOptions};
 use berth_registry::image::{self, ImageFormat, WasmSource};
 use berth_registry::{RegistryError, unpack};
 use common::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 const P1_DOCKERFILE: &str = "FROM scratch\nCOPY hello.wasm /app/hello.wasm\nENV GREETING=hi\nWORKDIR /app\nENTRYPOINT [\"/app/hello.wasm\"]\nCMD [\"world\"]\nEXPOSE 8080\n";
 const P2_DOCKERFILE: &str =
@@ -96,6 +98,82 @@ async fn push_pull_roundtrip_all_formats() -> TestResult {
         "wasip2",
     )
     .await?;
+    Ok(())
+}
+
+/// Counts progress events.
+#[derive(Default)]
+struct Counter {
+    started: AtomicUsize,
+    done: AtomicUsize,
+    skipped: AtomicUsize,
+    max_bytes: AtomicU64,
+}
+
+impl client::Progress for Counter {
+    fn blob_started(&self, _digest: &str, _size: u64) {
+        self.started.fetch_add(1, Ordering::SeqCst);
+    }
+    fn blob_progress(&self, _digest: &str, done: u64) {
+        self.max_bytes.fetch_max(done, Ordering::SeqCst);
+    }
+    fn blob_done(&self, _digest: &str, skipped: bool) {
+        let counter = if skipped { &self.skipped } else { &self.done };
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A large layer is uploaded in chunks from its file; progress is reported;
+/// pushing under another name and pulling by digest work.
+#[tokio::test]
+async fn large_layer_progress_retag_and_pull_by_digest() -> TestResult {
+    let reg = Registry::start(None)?;
+    let wasm = example_wasm("hello.wasm")?;
+    // 10 MiB of incompressible bytes: above the streaming threshold.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let big: Vec<u8> = (0..10 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let (_d, store) = store()?;
+    let built = build_image(
+        &store,
+        "FROM scratch\nCOPY hello.wasm big.bin /\nENTRYPOINT [\"/hello.wasm\"]\n",
+        &[("hello.wasm", &wasm), ("big.bin", &big)],
+        "local-big:1",
+        ImageFormat::Image,
+    )?;
+    let counter = Arc::new(Counter::default());
+    let opts = RemoteOptions {
+        progress: Some(counter.clone()),
+        ..RemoteOptions::default()
+    };
+    let dest = format!("{}/berth/big:v1", reg.host());
+    let pushed = client::push(&store, "local-big:1", Some(&dest), &opts).await?;
+    assert_eq!(pushed.digest, built.digest);
+    assert_eq!(counter.started.load(Ordering::SeqCst), 2);
+    assert_eq!(counter.done.load(Ordering::SeqCst), 2);
+    assert!(counter.max_bytes.load(Ordering::SeqCst) > 10 << 20);
+
+    let by_digest = format!("{}/berth/big@{}", reg.host(), built.digest);
+    let (_d2, fresh) = common::store()?;
+    let counter = Arc::new(Counter::default());
+    let opts = RemoteOptions {
+        progress: Some(counter.clone()),
+        ..RemoteOptions::default()
+    };
+    let pulled = client::pull(&fresh, &by_digest, &opts).await?;
+    assert_eq!(pulled.digest, built.digest);
+    assert_eq!(counter.done.load(Ordering::SeqCst), 2);
+    assert_eq!(fresh.resolve(&built.digest)?.0, built.digest);
+    assert_eq!(fresh.resolve(&by_digest)?.0, built.digest);
+    // A second pull downloads nothing.
+    let again = client::pull(&fresh, &by_digest, &RemoteOptions::default()).await?;
+    assert_eq!(again.downloaded, 0);
     Ok(())
 }
 
