@@ -217,6 +217,18 @@ impl Builder<'_> {
         if let Some(v) = dockerfile::json_form(&ins.args) {
             return Ok(v);
         }
+        if ins.args.trim_start().starts_with('[') {
+            // Docker would silently fall back to the shell form and fail at
+            // run time; a wasm image has no shell, so say it now.
+            return Err(self.err(
+                ins,
+                format!(
+                    "{} {} looks like a JSON array but is not valid JSON; expected e.g. [\"/app.wasm\", \"arg\"]",
+                    ins.keyword,
+                    ins.args.trim()
+                ),
+            ));
+        }
         // Shell form: docker would run `/bin/sh -c "…"`, but a wasm image has
         // no shell, so the words are the program and its arguments.
         dockerfile::words(&ins.args, None).map_err(|e| self.err(ins, e))

@@ -27,8 +27,9 @@ pub struct BuildArgs {
     /// Set a build-time variable declared with ARG.
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     build_args: Vec<String>,
-    /// Output format: `image` (OCI image with tar layers) or `artifact`
-    /// (CNCF wasm artifact: one application/wasm layer).
+    /// Output format: `image` (OCI image with tar layers), `artifact` (CNCF
+    /// wasm artifact: one application/wasm layer) or `component-layer` (OCI
+    /// image whose wasm is a component layer).
     #[arg(long = "format", value_name = "FORMAT", default_value = "image")]
     format: String,
     /// Print only the image digest.
