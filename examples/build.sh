@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuilds every prebuilt example in examples/wasm/ from its source.
 #   C sources   examples/c/*.c        -> examples/wasm/NAME.wasm (core modules, wasm32-wasi)
-#   Rust        examples/rust/hello-p2 -> examples/wasm/hello-p2.wasm (component, wasm32-wasip2)
+#   Rust        examples/rust/NAME/   -> examples/wasm/NAME.wasm (components, wasm32-wasip2):
+#               hello-p2 (wasi:cli command), http-hello and http-json (wasi:http proxies)
 # The .wat examples need no build: berth runs WebAssembly text directly.
 # Usage: examples/build.sh   (from any directory)
 set -euo pipefail
@@ -55,9 +56,26 @@ for src in "$here"/c/*.c; do
     "$CLANG" "${CFLAGS[@]}" "$src" -o "$out/$name.wasm"
 done
 
-echo "cargo rust/hello-p2 -> wasm/hello-p2.wasm"
-CARGO_TARGET_DIR="$here/rust/target" cargo build --quiet --release --locked \
-    --target wasm32-wasip2 --manifest-path "$here/rust/hello-p2/Cargo.toml"
-cp "$here/rust/target/wasm32-wasip2/release/hello-p2.wasm" "$out/hello-p2.wasm"
+# Each Rust example is a standalone package sharing one target directory.
+# cargo names a binary's output after the package (hello-p2.wasm) and a
+# cdylib's after the library (http_hello.wasm).
+rust_examples=(
+    "hello-p2   hello-p2.wasm"
+    "http-hello http_hello.wasm"
+    "http-json  http_json.wasm"
+)
+for entry in "${rust_examples[@]}"; do
+    read -r name artifact <<<"$entry"
+    echo "cargo rust/$name -> wasm/$name.wasm"
+    CARGO_TARGET_DIR="$here/rust/target" cargo build --quiet --release --locked \
+        --target wasm32-wasip2 --manifest-path "$here/rust/$name/Cargo.toml"
+    built="$here/rust/target/wasm32-wasip2/release/$artifact"
+    # A component starts with the magic \0asm and the version bytes 0d 00 01 00.
+    if [ "$(head -c 8 "$built" | od -An -tx1 | tr -d ' \n')" != "0061736d0d000100" ]; then
+        echo "build.sh: $built is not a WebAssembly component" >&2
+        exit 1
+    fi
+    cp "$built" "$out/$name.wasm"
+done
 
 echo "done: $(ls "$out" | wc -l) files in examples/wasm/"

@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod engine;
 pub mod error;
+pub mod http;
 pub mod limits;
 pub mod program;
 pub mod quantity;
@@ -25,3 +26,5 @@ pub use limits::Limits;
 pub use program::{Program, WasmKind};
 pub use sandbox::{EXIT_KILLED, EXIT_TRAPPED, ExitReason, ExitStatus, run};
 pub use spec::{Entrypoint, Mount, Output, SandboxSpec, Stdin};
+/// The wasmtime version berth is built on, for front doors that need its types.
+pub use wasmtime;

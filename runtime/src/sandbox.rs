@@ -109,6 +109,13 @@ pub(crate) struct GuestState<W> {
     deadline: Option<Instant>,
 }
 
+impl<W> GuestState<W> {
+    /// The size of the first refused memory or table growth, if any.
+    pub(crate) fn memory_refused(&self) -> Option<u64> {
+        self.memory.refused_request()
+    }
+}
+
 /// WASI preview2 state: the context and the resource table.
 pub(crate) struct P2State {
     ctx: WasiCtx,

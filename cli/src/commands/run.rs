@@ -43,6 +43,27 @@ pub struct RunArgs {
     #[arg(long = "timeout", value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
 
+    /// Publish a port: [HOSTIP:]HOSTPORT:CONTAINERPORT. Serves a
+    /// wasi:http component on HOSTPORT (HOSTIP defaults to 0.0.0.0, as docker).
+    #[arg(short = 'p', long = "publish", value_name = "[HOSTIP:]HOSTPORT:CONTAINERPORT", value_parser = parse_publish)]
+    publish: Vec<Publish>,
+
+    /// HTTP: answer 504 and stop the instance when a request takes longer.
+    #[arg(long = "request-timeout", value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    request_timeout: Duration,
+
+    /// HTTP: requests handled at once; more wait, then get 503.
+    #[arg(long = "max-concurrency", value_name = "N", default_value_t = 1000)]
+    max_concurrency: usize,
+
+    /// HTTP: allow outgoing requests to HOST[:PORT]; repeatable (default: none).
+    #[arg(long = "allow-outbound", value_name = "HOST[:PORT]", value_parser = parse_outbound)]
+    allow_outbound: Vec<berth_runtime::http::OutboundRule>,
+
+    /// HTTP: how long a stop waits for in-flight requests.
+    #[arg(long = "stop-timeout", value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    stop_timeout: Duration,
+
     /// Keep stdin attached (it always is for a foreground run; accepted for
     /// docker compatibility).
     #[arg(short = 'i', long = "interactive")]
@@ -69,6 +90,42 @@ pub struct RunArgs {
         allow_hyphen_values = true
     )]
     args: Vec<String>,
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    host: std::net::SocketAddr,
+    container_port: u16,
+}
+
+/// Parses docker's `[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp]`.
+fn parse_publish(text: &str) -> Result<Publish, String> {
+    let bad = || {
+        format!(
+            "invalid port mapping {text:?}: expected [HOSTIP:]HOSTPORT:CONTAINERPORT, e.g. 8080:8080 or 127.0.0.1:10080:8080"
+        )
+    };
+    let spec = text.strip_suffix("/tcp").unwrap_or(text);
+    let (host_part, container) = spec.rsplit_once(':').ok_or_else(bad)?;
+    let container_port: u16 = container.parse().map_err(|_| bad())?;
+    let (ip, host_port) = match host_part.rsplit_once(':') {
+        Some((ip, port)) => (ip.trim_start_matches('[').trim_end_matches(']'), port),
+        None => ("0.0.0.0", host_part),
+    };
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+    let host_port: u16 = host_port.parse().map_err(|_| bad())?;
+    if container_port == 0 {
+        return Err(bad());
+    }
+    Ok(Publish {
+        host: std::net::SocketAddr::new(ip, host_port),
+        container_port,
+    })
+}
+
+fn parse_outbound(text: &str) -> Result<berth_runtime::http::OutboundRule, String> {
+    berth_runtime::http::OutboundRule::parse(text)
 }
 
 /// When `berth run IMAGE` pulls, as docker's `--pull`.
@@ -153,6 +210,17 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let engine = shared_engine()?;
     let cache = CompileCache::new(crate::home::compile_cache_dir()?);
     let program = program::load_file(engine, &resolved.path, Some(&cache))?;
+    if let berth_runtime::Program::Component(component) = &program
+        && berth_runtime::http::is_http_proxy(engine, component)
+    {
+        return serve(&args, engine, component, &resolved, env, mounts);
+    }
+    if !args.publish.is_empty() {
+        bail!(
+            "{} is not a wasi:http component (it does not export wasi:http/incoming-handler), so -p has nothing to serve",
+            args.file
+        );
+    }
 
     let spec = SandboxSpec {
         program_name: resolved.program_name.clone(),
@@ -308,4 +376,85 @@ fn split_entrypoint(file: &str) -> (PathBuf, Entrypoint) {
         return (PathBuf::from(path), Entrypoint::Export(export.to_owned()));
     }
     (PathBuf::from(file), Entrypoint::Command)
+}
+
+/// Serves a wasi:http component on the published port until SIGTERM or
+/// Ctrl-C, then drains in-flight requests.
+fn serve(
+    args: &RunArgs,
+    engine: &'static berth_runtime::wasmtime::Engine,
+    component: &berth_runtime::wasmtime::component::Component,
+    resolved: &Resolved,
+    env: Vec<(String, String)>,
+    mounts: Vec<Mount>,
+) -> Result<u8> {
+    let [publish] = args.publish.as_slice() else {
+        if args.publish.is_empty() {
+            bail!(
+                "{} is a wasi:http component: publish a port to serve it, e.g. -p 8080:8080",
+                args.file
+            );
+        }
+        bail!("a wasi:http component serves one port; give -p once");
+    };
+    let config = berth_runtime::http::ServeConfig {
+        listen: publish.host,
+        limits: Limits {
+            memory_bytes: args.memory,
+            cpus: args.cpus,
+            timeout: None,
+        },
+        request_timeout: args.request_timeout,
+        max_concurrency: args.max_concurrency,
+        env,
+        mounts,
+        allow_outbound: args.allow_outbound.clone(),
+        grace_period: args.stop_timeout,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listening =
+            berth_runtime::http::bind(engine, component, &resolved.program_name, config).await?;
+        let addr = listening
+            .local_addr()
+            .context("cannot read the bound address")?;
+        eprintln!(
+            "berth: serving {} on http://{addr} (container port {})",
+            resolved.program_name, publish.container_port
+        );
+        listening.run(shutdown_signal()).await;
+        eprintln!("berth: stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    if let Some(scratch) = &resolved.scratch {
+        let _ = std::fs::remove_dir_all(scratch.path());
+    }
+    Ok(0)
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -1,0 +1,486 @@
+//! Serving wasi:http/proxy components: a hyper HTTP/1.1 server on a host
+//! port that runs a fresh instance of the component for every request.
+//!
+//! The component is linked once ([`ProxyPre`]); each request gets its own
+//! store with the per-request memory limit, CPU quota and a deadline, so one
+//! request's trap, OOM or runaway loop never affects another or the server.
+//! Components built by ordinary toolchains also import `wasi:cli` (env,
+//! stdio, exit) and `wasi:filesystem`: the full WASI p2 set is linked, with
+//! env and mounts from the [`ServeConfig`] and stdout/stderr to the host's,
+//! so such components run unchanged. Outgoing HTTP is denied unless the
+//! authority is in [`ServeConfig::allow_outbound`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::RuntimeError;
+use crate::limits::Limits;
+use crate::quantity::format_bytes;
+use crate::sandbox::{GuestState, new_store};
+use crate::spec::Mount;
+
+/// The export that marks a component as a wasi:http proxy.
+const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+
+/// Whether `component` exports `wasi:http/incoming-handler` (any 0.2.x).
+pub fn is_http_proxy(engine: &Engine, component: &Component) -> bool {
+    component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name.starts_with(INCOMING_HANDLER))
+}
+
+/// A host (and optionally port) the guest may send HTTP requests to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRule {
+    /// Host name or IP, compared case-insensitively.
+    pub host: String,
+    /// Port; `None` allows any port.
+    pub port: Option<u16>,
+}
+
+impl OutboundRule {
+    /// Parses `HOST` or `HOST:PORT` (IPv6 as `[::1]:8080`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "invalid outbound rule {text:?}: expected HOST or HOST:PORT, e.g. api.example.com:443"
+            )
+        };
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, tail) = rest.split_once(']').ok_or_else(bad)?;
+            match tail.strip_prefix(':') {
+                Some(port) => (host, Some(port.parse().map_err(|_| bad())?)),
+                None if tail.is_empty() => (host, None),
+                None => return Err(bad()),
+            }
+        } else {
+            match text.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port.parse().map_err(|_| bad())?)),
+                None => (text, None),
+            }
+        };
+        if host.is_empty() || host.contains(['/', ' ']) {
+            return Err(bad());
+        }
+        Ok(OutboundRule {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    fn allows(&self, host: &str, port: u16) -> bool {
+        self.host
+            .eq_ignore_ascii_case(host.trim_start_matches('[').trim_end_matches(']'))
+            && self.port.is_none_or(|allowed| allowed == port)
+    }
+}
+
+/// How to serve a component.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Per-request limits (memory, CPU). `timeout` is ignored: see
+    /// `request_timeout`.
+    pub limits: Limits,
+    /// A request whose response has not started by then gets 504.
+    pub request_timeout: Duration,
+    /// Requests handled at once; more wait (up to `request_timeout`), then 503.
+    pub max_concurrency: usize,
+    /// Environment of every instance.
+    pub env: Vec<(String, String)>,
+    /// Directories every instance sees.
+    pub mounts: Vec<Mount>,
+    /// Hosts the guest may call.
+    pub allow_outbound: Vec<OutboundRule>,
+    /// How long a graceful stop waits for in-flight requests.
+    pub grace_period: Duration,
+}
+
+/// Per-request WASI and HTTP state.
+pub(crate) struct HttpState {
+    ctx: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: OutboundHooks,
+}
+
+impl WasiView for GuestState<HttpState> {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi.ctx,
+            table: &mut self.wasi.table,
+        }
+    }
+}
+
+impl WasiHttpView for GuestState<HttpState> {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.wasi.http,
+            table: &mut self.wasi.table,
+            hooks: &mut self.wasi.hooks,
+        }
+    }
+}
+
+/// Denies outgoing requests unless their authority is allowed.
+struct OutboundHooks {
+    allow: Arc<Vec<OutboundRule>>,
+}
+
+impl WasiHttpHooks for OutboundHooks {
+    fn send_request(
+        &mut self,
+        request: hyper::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        hyper::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        let uri = request.uri();
+        let host = uri.host().unwrap_or_default().to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
+        if !self.allow.iter().any(|rule| rule.allows(&host, port)) {
+            tracing::info!(
+                host,
+                port,
+                "outbound HTTP request denied (not in --allow-outbound)"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        wasmtime_wasi_http::default_hooks().send_request(request, options, fut)
+    }
+}
+
+/// A running server's shared state.
+struct Server {
+    engine: &'static Engine,
+    pre: ProxyPre<GuestState<HttpState>>,
+    config: ServeConfig,
+    allow: Arc<Vec<OutboundRule>>,
+    permits: tokio::sync::Semaphore,
+    in_flight: AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+/// Links `component` for serving; fails if it is not a wasi:http proxy or
+/// imports something berth does not provide.
+fn prepare(
+    engine: &'static Engine,
+    component: &Component,
+    origin: &str,
+) -> Result<ProxyPre<GuestState<HttpState>>, RuntimeError> {
+    let link_error = |error: wasmtime::Error| RuntimeError::Link {
+        origin: origin.to_owned(),
+        reason: format!("{error:#}"),
+    };
+    let mut linker = wasmtime::component::Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link_error)?;
+    let pre = linker.instantiate_pre(component).map_err(link_error)?;
+    ProxyPre::new(pre).map_err(|error| RuntimeError::Entrypoint {
+        origin: origin.to_owned(),
+        reason: format!("does not export wasi:http/incoming-handler: {error:#}"),
+    })
+}
+
+/// Why `serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The component cannot be served.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why (e.g. the port is in use).
+        reason: String,
+    },
+}
+
+/// A bound server, ready to run.
+pub struct Listening {
+    server: Arc<Server>,
+    listener: tokio::net::TcpListener,
+}
+
+impl Listening {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and waits up
+    /// to the grace period for in-flight requests.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Listening { server, listener } = self;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            tracing::warn!(%error, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let server = server.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |request| {
+                            let server = server.clone();
+                            async move { Ok::<_, Infallible>(server.handle(request).await) }
+                        });
+                        if let Err(error) = hyper::server::conn::http1::Builder::new()
+                            .keep_alive(true)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                        {
+                            tracing::debug!(%peer, %error, "connection ended with an error");
+                        }
+                    });
+                }
+            }
+        }
+        drop(listener);
+        let grace = server.config.grace_period;
+        let wait = async {
+            while server.in_flight.load(Ordering::SeqCst) > 0 {
+                let notified = server.drained.notified();
+                if server.in_flight.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(grace, wait).await.is_err() {
+            tracing::warn!(
+                in_flight = server.in_flight.load(Ordering::SeqCst),
+                "grace period over; stopping with requests still in flight"
+            );
+        }
+    }
+}
+
+/// Links the component and binds the port.
+pub async fn bind(
+    engine: &'static Engine,
+    component: &Component,
+    origin: &str,
+    config: ServeConfig,
+) -> Result<Listening, ServeError> {
+    let pre = prepare(engine, component, origin)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| ServeError::Listen {
+            addr: config.listen,
+            reason: if error.kind() == std::io::ErrorKind::AddrInUse {
+                format!(
+                    "port {} is already in use by another process",
+                    config.listen.port()
+                )
+            } else {
+                error.to_string()
+            },
+        })?;
+    let permits = tokio::sync::Semaphore::new(config.max_concurrency.max(1));
+    let allow = Arc::new(config.allow_outbound.clone());
+    Ok(Listening {
+        server: Arc::new(Server {
+            engine,
+            pre,
+            config,
+            allow,
+            permits,
+            in_flight: AtomicUsize::new(0),
+            drained: tokio::sync::Notify::new(),
+        }),
+        listener,
+    })
+}
+
+fn text_response(status: u16, text: &str) -> hyper::Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from(text.to_owned()))
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync();
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain"),
+    );
+    response
+}
+
+/// Decrements the in-flight count when a request ends, however it ends.
+struct InFlight<'a>(&'a Server);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+impl Server {
+    fn new_store(&self) -> Result<Store<GuestState<HttpState>>, String> {
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .inherit_stdout()
+            .inherit_stderr()
+            .envs(&self.config.env);
+        for mount in &self.config.mounts {
+            let perms = if mount.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            builder
+                .preopened_dir(&mount.host, &mount.guest, perms)
+                .map_err(|error| format!("cannot open {}: {error:#}", mount.host.display()))?;
+        }
+        let state = HttpState {
+            ctx: builder.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: OutboundHooks {
+                allow: self.allow.clone(),
+            },
+        };
+        let limits = Limits {
+            timeout: Some(self.config.request_timeout),
+            ..self.config.limits.clone()
+        };
+        Ok(new_store(self.engine, state, &limits))
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        request: hyper::Request<Incoming>,
+    ) -> hyper::Response<HyperOutgoingBody> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let _in_flight = InFlight(&self);
+        let timeout = self.config.request_timeout;
+        let Ok(Ok(_permit)) = tokio::time::timeout(timeout, self.permits.acquire()).await else {
+            return text_response(503, "server busy: too many requests in progress\n");
+        };
+        let mut store = match self.new_store() {
+            Ok(store) => store,
+            Err(reason) => {
+                tracing::error!(%reason, "cannot prepare a sandbox for the request");
+                return text_response(500, "internal server error\n");
+            }
+        };
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let prepared = (|| -> wasmtime::Result<_> {
+            let request = store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, request)?;
+            let outparam = store.data_mut().http().new_response_outparam(sender)?;
+            Ok((request, outparam))
+        })();
+        let (guest_request, outparam) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                tracing::warn!(%error, "rejected request");
+                return text_response(400, "bad request\n");
+            }
+        };
+        let pre = self.pre.clone();
+        let limit = self.config.limits.memory_bytes;
+        let task = tokio::spawn(async move {
+            let result = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, guest_request, outparam)
+                    .await
+            }
+            .await;
+            if result.is_ok()
+                && let (Some(requested), Some(limit)) = (store.data().memory_refused(), limit)
+            {
+                tracing::warn!(
+                    "request hit its memory limit of {} (a growth to {} was refused)",
+                    format_bytes(limit),
+                    format_bytes(requested)
+                );
+            }
+            result.map_err(|error| (error, store.data().memory_refused()))
+        });
+        let abort = task.abort_handle();
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(Ok(response))) => response,
+            Ok(Ok(Err(code))) => {
+                tracing::warn!(?code, "the component answered with an error");
+                text_response(500, &format!("component error: {code:?}\n"))
+            }
+            Ok(Err(_)) => {
+                // The guest finished (or died) without setting a response.
+                match task.await {
+                    Ok(Err((error, refused))) => {
+                        match (refused, limit) {
+                            (Some(requested), Some(limit)) => tracing::error!(
+                                "request OOMKilled: the memory limit of {} was reached (needed {})",
+                                format_bytes(limit),
+                                format_bytes(requested)
+                            ),
+                            _ => tracing::error!("request trapped: {error:?}"),
+                        }
+                        text_response(500, "internal server error\n")
+                    }
+                    Ok(Ok(())) => text_response(500, "the component did not set a response\n"),
+                    Err(error) => {
+                        tracing::error!(%error, "request task failed");
+                        text_response(500, "internal server error\n")
+                    }
+                }
+            }
+            Err(_) => {
+                abort.abort();
+                tracing::warn!("request timed out after {timeout:?}; instance stopped");
+                let _ = ErrorCode::ConnectionTimeout;
+                text_response(504, "request timed out\n")
+            }
+        }
+    }
+}
