@@ -1,0 +1,280 @@
+//! `berth run -p` serving wasi:http components, through the real binary on
+//! 127.0.0.1: responses, concurrency, per-request failure isolation,
+//! limits, outbound policy, graceful stop and port conflicts.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Berth, example};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("free port")
+}
+
+/// A `berth run -p` process, killed on drop; its stderr is collected.
+struct Served {
+    child: Child,
+    port: u16,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Served {
+    fn start(berth: &Berth, extra: &[&str], wasm: &str) -> Served {
+        let port = free_port();
+        let publish = format!("127.0.0.1:{port}:8080");
+        let wasm = example(wasm).display().to_string();
+        let mut args = vec!["run", "-p", publish.as_str()];
+        args.extend(extra);
+        args.push(&wasm);
+        let mut command = berth.command(&args);
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn berth");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut log) = sink.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "server did not start"
+            );
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "berth exited early with {status}: {}",
+                    log.lock().map(|l| l.clone()).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Served { child, port, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().map(|log| log.clone()).unwrap_or_default()
+    }
+
+    /// Sends one request; returns (status, headers, body).
+    fn request(&self, method: &str, path: &str, body: &str) -> (u16, String, String) {
+        request(self.port, method, path, body)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+#[test]
+fn serves_responses_with_headers_env_and_logs() {
+    let berth = Berth::new();
+    let served = Served::start(&berth, &["-e", "GREETING=hello"], "wasm/http-hello.wasm");
+    let (status, head, body) = served.request("GET", "/", "");
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain"),
+        "{head}"
+    );
+    assert_eq!(body, "Hello from berth!\n");
+    let (status, _, body) = served.request("GET", "/env?name=GREETING", "");
+    assert_eq!((status, body.as_str()), (200, "hello\n"));
+    let (status, _, body) = served.request("POST", "/echo", "ping");
+    assert_eq!(status, 200);
+    assert!(body.contains("ping"), "{body}");
+    assert_eq!(served.request("GET", "/missing", "").0, 404);
+
+    let json = Served::start(&berth, &[], "wasm/http-json.wasm");
+    let (status, head, body) = json.request("GET", "/items", "");
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase().contains("application/json"),
+        "{head}"
+    );
+    assert_eq!(body, r#"[{"id":1,"name":"berth"}]"#);
+}
+
+#[test]
+fn a_thousand_concurrent_requests_are_all_answered() {
+    let berth = Berth::new();
+    let served = Served::start(&berth, &[], "wasm/http-hello.wasm");
+    let port = served.port;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let answered = runtime.block_on(async move {
+        let mut tasks = Vec::new();
+        for _ in 0..1000 {
+            tasks.push(tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()?;
+                stream
+                    .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .await
+                    .ok()?;
+                let mut response = Vec::new();
+                tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut response))
+                    .await
+                    .ok()?
+                    .ok()?;
+                let text = String::from_utf8_lossy(&response).into_owned();
+                (text.starts_with("HTTP/1.1 200") && text.ends_with("Hello from berth!\n"))
+                    .then_some(())
+            }));
+        }
+        let mut answered = 0;
+        for task in tasks {
+            if let Ok(Some(())) = task.await {
+                answered += 1;
+            }
+        }
+        answered
+    });
+    assert_eq!(answered, 1000);
+}
+
+#[test]
+fn a_trap_fails_one_request_not_the_server() {
+    let berth = Berth::new();
+    let served = Served::start(&berth, &[], "wasm/http-hello.wasm");
+    assert_eq!(served.request("GET", "/trap", "").0, 500);
+    assert_eq!(served.request("GET", "/", "").0, 200);
+    assert!(served.log().contains("request trapped"), "{}", served.log());
+}
+
+#[test]
+fn memory_limit_and_request_timeout_apply_per_request() {
+    let berth = Berth::new();
+    let served = Served::start(
+        &berth,
+        &["-m", "32Mi", "--request-timeout", "1s"],
+        "wasm/http-hello.wasm",
+    );
+    assert_eq!(served.request("GET", "/alloc?mib=8", "").0, 200);
+    assert_eq!(served.request("GET", "/alloc?mib=64", "").0, 500);
+    let started = Instant::now();
+    assert_eq!(served.request("GET", "/spin", "").0, 504);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(served.request("GET", "/", "").0, 200);
+    let log = served.log();
+    assert!(log.contains("memory limit of 32 MiB"), "{log}");
+    assert!(log.contains("timed out"), "{log}");
+}
+
+#[test]
+fn outbound_http_is_denied_unless_allowed() {
+    let berth = Berth::new();
+    let upstream = Served::start(&berth, &[], "wasm/http-hello.wasm");
+    let target = format!("/fetch?url=http://127.0.0.1:{}/", upstream.port);
+    let denied = Served::start(&berth, &[], "wasm/http-hello.wasm");
+    let (status, _, body) = denied.request("GET", &target, "");
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    let rule = format!("127.0.0.1:{}", upstream.port);
+    let allowed = Served::start(&berth, &["--allow-outbound", &rule], "wasm/http-hello.wasm");
+    let (status, _, body) = allowed.request("GET", &target, "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Hello from berth!"), "{body}");
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_drains_in_flight_requests() {
+    let berth = Berth::new();
+    let mut served = Served::start(&berth, &["--stop-timeout", "10s"], "wasm/http-hello.wasm");
+    let port = served.port;
+    let slow = std::thread::spawn(move || request(port, "GET", "/sleep?ms=1500", ""));
+    std::thread::sleep(Duration::from_millis(400));
+    // SAFETY: kill(2) on our own child's pid.
+    let result = unsafe { libc::kill(served.child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(result, 0);
+    let (status, _, body) = slow.join().expect("request thread");
+    assert_eq!((status, body.as_str()), (200, "slept 1500 ms\n"));
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(status) = served.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "berth did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still accepting after stop"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let berth = Berth::new();
+    let holder = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = holder.local_addr().expect("addr").port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    let run = berth.run(&[
+        "run",
+        "-p",
+        &publish,
+        &example("wasm/http-hello.wasm").display().to_string(),
+    ]);
+    run.expect_berth_error(&format!("port {port} is already in use"));
+    berth
+        .run(&[
+            "run",
+            "-p",
+            "99999:80",
+            &example("wasm/http-hello.wasm").display().to_string(),
+        ])
+        .expect_berth_error("invalid port mapping \"99999:80\"");
+    berth
+        .run(&[
+            "run",
+            &example("wasm/http-hello.wasm").display().to_string(),
+        ])
+        .expect_berth_error("-p 8080:8080");
+}
