@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::{Compression, GzBuilder};
-use globset::{Glob, GlobBuilder, GlobSetBuilder};
+use globset::GlobBuilder;
 
 use crate::digest;
 use crate::dockerfile::{self, Dockerfile, Instruction};
@@ -136,6 +136,7 @@ pub fn build(store: &Store, opts: &BuildOptions) -> Result<BuildOutcome> {
         layers: Vec::new(),
         notes: Vec::new(),
         from_seen: false,
+        cmd_set: false,
     };
     for ins in &df.instructions {
         b.step(ins)?;
@@ -189,6 +190,8 @@ struct Builder<'a> {
     layers: Vec<Tree>,
     notes: Vec<String>,
     from_seen: bool,
+    /// CMD appeared in this Dockerfile (ENTRYPOINT then keeps it).
+    cmd_set: bool,
 }
 
 impl Builder<'_> {
@@ -273,12 +276,16 @@ impl Builder<'_> {
             }
             "ENTRYPOINT" => {
                 self.config.entrypoint = Some(self.exec_form(ins)?);
-                // As in docker, setting ENTRYPOINT resets a CMD inherited from the base.
-                self.config.cmd = None;
+                // As in docker, ENTRYPOINT resets a CMD inherited from the base
+                // image, but not one set earlier in this Dockerfile.
+                if !self.cmd_set {
+                    self.config.cmd = None;
+                }
                 Ok(())
             }
             "CMD" => {
                 self.config.cmd = Some(self.exec_form(ins)?);
+                self.cmd_set = true;
                 Ok(())
             }
             "EXPOSE" => {
@@ -851,20 +858,14 @@ impl DockerIgnore {
             if pat.is_empty() {
                 continue;
             }
-            let glob = Glob::new(&pat)
-                .and_then(|_| GlobBuilder::new(&pat).literal_separator(true).build())
+            let glob = GlobBuilder::new(&pat)
+                .literal_separator(true)
+                .build()
                 .map_err(|e| {
                     RegistryError::Build(format!("{}: bad pattern {line:?}: {e}", path.display()))
                 })?;
             rules.push((glob.compile_matcher(), negate));
         }
-        // Validate the whole set once so a bad pattern is reported early.
-        let mut set = GlobSetBuilder::new();
-        for (m, _) in &rules {
-            set.add(m.glob().clone());
-        }
-        set.build()
-            .map_err(|e| RegistryError::Build(format!("{}: {e}", path.display())))?;
         Ok(DockerIgnore {
             rules,
             has_negations,
@@ -1041,6 +1042,11 @@ pub(crate) fn read_layer_into(
             continue;
         }
         if let Some(hidden) = name.strip_prefix(".wh.") {
+            if matches!(hidden, "" | "." | "..") {
+                return Err(refuse(
+                    "a whiteout must name a file (`.wh.NAME`), not `.` or `..`",
+                ));
+            }
             let p = if dir.is_empty() {
                 hidden.to_string()
             } else {
