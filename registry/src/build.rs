@@ -12,6 +12,9 @@
 //! entries sorted, uid/gid 0, mtime `SOURCE_DATE_EPOCH` (else 0), no user
 //! names, gzip with a fixed level and header; JSON is written with sorted
 //! maps. Unchanged inputs give identical digests.
+//!
+//! Files are read into memory while a layer is assembled: right for wasm
+//! images (megabytes), not meant for multi-gigabyte contexts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
