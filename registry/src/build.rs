@@ -12,6 +12,9 @@
 //! entries sorted, uid/gid 0, mtime `SOURCE_DATE_EPOCH` (else 0), no user
 //! names, gzip with a fixed level and header; JSON is written with sorted
 //! maps. Unchanged inputs give identical digests.
+//!
+//! Files are read into memory while a layer is assembled: right for wasm
+//! images (megabytes), not meant for multi-gigabyte contexts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -19,7 +22,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::{Compression, GzBuilder};
-use globset::{Glob, GlobBuilder, GlobSetBuilder};
+use globset::GlobBuilder;
 
 use crate::digest;
 use crate::dockerfile::{self, Dockerfile, Instruction};
@@ -136,6 +139,7 @@ pub fn build(store: &Store, opts: &BuildOptions) -> Result<BuildOutcome> {
         layers: Vec::new(),
         notes: Vec::new(),
         from_seen: false,
+        cmd_set: false,
     };
     for ins in &df.instructions {
         b.step(ins)?;
@@ -189,6 +193,8 @@ struct Builder<'a> {
     layers: Vec<Tree>,
     notes: Vec<String>,
     from_seen: bool,
+    /// CMD appeared in this Dockerfile (ENTRYPOINT then keeps it).
+    cmd_set: bool,
 }
 
 impl Builder<'_> {
@@ -285,12 +291,16 @@ impl Builder<'_> {
             }
             "ENTRYPOINT" => {
                 self.config.entrypoint = Some(self.exec_form(ins)?);
-                // As in docker, setting ENTRYPOINT resets a CMD inherited from the base.
-                self.config.cmd = None;
+                // As in docker, ENTRYPOINT resets a CMD inherited from the base
+                // image, but not one set earlier in this Dockerfile.
+                if !self.cmd_set {
+                    self.config.cmd = None;
+                }
                 Ok(())
             }
             "CMD" => {
                 self.config.cmd = Some(self.exec_form(ins)?);
+                self.cmd_set = true;
                 Ok(())
             }
             "EXPOSE" => {
@@ -863,20 +873,14 @@ impl DockerIgnore {
             if pat.is_empty() {
                 continue;
             }
-            let glob = Glob::new(&pat)
-                .and_then(|_| GlobBuilder::new(&pat).literal_separator(true).build())
+            let glob = GlobBuilder::new(&pat)
+                .literal_separator(true)
+                .build()
                 .map_err(|e| {
                     RegistryError::Build(format!("{}: bad pattern {line:?}: {e}", path.display()))
                 })?;
             rules.push((glob.compile_matcher(), negate));
         }
-        // Validate the whole set once so a bad pattern is reported early.
-        let mut set = GlobSetBuilder::new();
-        for (m, _) in &rules {
-            set.add(m.glob().clone());
-        }
-        set.build()
-            .map_err(|e| RegistryError::Build(format!("{}: {e}", path.display())))?;
         Ok(DockerIgnore {
             rules,
             has_negations,
@@ -1053,6 +1057,11 @@ pub(crate) fn read_layer_into(
             continue;
         }
         if let Some(hidden) = name.strip_prefix(".wh.") {
+            if matches!(hidden, "" | "." | "..") {
+                return Err(refuse(
+                    "a whiteout must name a file (`.wh.NAME`), not `.` or `..`",
+                ));
+            }
             let p = if dir.is_empty() {
                 hidden.to_string()
             } else {

@@ -61,9 +61,7 @@ pub fn parse(text: &str, file: &str) -> Result<Dockerfile> {
         }
         in_directives = false;
         if trimmed.is_empty() {
-            if current.is_none() {
-                continue;
-            }
+            // Blank lines end nothing: docker skips them, even inside a continuation.
             continue;
         }
         let (body, continues) = match trimmed.strip_suffix('\\') {

@@ -401,9 +401,10 @@ impl Store {
         let mut keep = BTreeSet::new();
         for d in &index.manifests {
             keep.insert(d.digest.clone());
-            if let Ok(m) = self.manifest(&d.digest) {
-                keep.extend(m.blobs().map(|b| b.digest.clone()));
-            }
+            // An unreadable manifest stops the prune: guessing would delete
+            // layers an image still needs. `remove` the broken image first.
+            let m = self.manifest(&d.digest)?;
+            keep.extend(m.blobs().map(|b| b.digest.clone()));
         }
         let mut pruned = Pruned::default();
         let dir = self.root.join("blobs/sha256");

@@ -166,6 +166,13 @@ pub fn unpack_layer(
                 }
             }
         } else if let Some(hidden) = name.strip_prefix(".wh.") {
+            if matches!(hidden, "" | "." | "..") {
+                return Err(RegistryError::UnsafeEntry {
+                    layer: what.to_string(),
+                    entry: raw.clone(),
+                    reason: "a whiteout must name a file (`.wh.NAME`), not `.` or `..`".into(),
+                });
+            }
             check_no_symlink(root, parent, what, &raw)?;
             let victim = root.join(parent).join(hidden);
             if fs::symlink_metadata(&victim).is_ok() {
@@ -241,6 +248,7 @@ pub fn unpack_layer(
                     .ok_or_else(|| refuse("symlink without a target"))?;
                 let link = symlink_target(&rel, &target)
                     .ok_or_else(|| refuse("the symlink's target leaves the image root"))?;
+                written.remove(&rel);
                 make_symlink(&link, &dest)
                     .map_err(|e| RegistryError::io("cannot create symlink", &dest, e))?;
             }
@@ -251,17 +259,19 @@ pub fn unpack_layer(
                     .ok_or_else(|| refuse("hard link without a target"))?;
                 let target_rel = safe_rel(&target, what)
                     .map_err(|_| refuse("the hard link points outside the image root"))?;
-                if !written.contains(&target_rel) {
-                    return Err(refuse(
-                        "a hard link may only point to an earlier regular file of the same layer",
-                    ));
-                }
                 check_no_symlink(
                     root,
                     target_rel.parent().unwrap_or(Path::new("")),
                     what,
                     &raw,
                 )?;
+                let is_file =
+                    fs::symlink_metadata(root.join(&target_rel)).is_ok_and(|m| m.is_file());
+                if !written.contains(&target_rel) || !is_file {
+                    return Err(refuse(
+                        "a hard link may only point to an earlier regular file of the same layer",
+                    ));
+                }
                 fs::hard_link(root.join(&target_rel), &dest)
                     .map_err(|e| RegistryError::io("cannot link", &dest, e))?;
             }
@@ -342,40 +352,39 @@ fn check_no_symlink(root: &Path, rel_dir: &Path, what: &str, raw: &str) -> Resul
 }
 
 /// The target to store for a symlink at `rel` pointing to `target`:
-/// relative, and never leaving the root. `None` if it would leave it.
+/// relative and lexically normalized, so that `..` appears only at its
+/// start and never climbs above the root. `None` if it would leave the root.
+///
+/// Normalizing matters: `a/../..` where `a` is itself a symlink resolves
+/// differently in the kernel than on paper; the stored form has no `..`
+/// after a name, so following it can only descend after climbing through
+/// real directories.
 fn symlink_target(rel: &Path, target: &str) -> Option<String> {
-    let link_dir: Vec<String> = rel
-        .parent()
-        .map(|p| {
-            p.components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut resolved: Vec<String> = if target.starts_with('/') {
-        Vec::new()
-    } else {
-        link_dir.clone()
-    };
+    if target.is_empty() {
+        return None;
+    }
+    let absolute = target.starts_with('/');
+    let depth = rel.parent().map_or(0, |p| p.components().count());
+    // Absolute targets are relative to the root in the container's view:
+    // climb from the link's directory up to the root first.
+    let mut ups = if absolute { depth } else { 0 };
+    let mut names: Vec<&str> = Vec::new();
     for c in target.split('/') {
         match c {
             "" | "." => {}
             ".." => {
-                // `..` at the root is the root in the container's view, but
-                // a relative link walking above it is an escape on the host.
-                if resolved.pop().is_none() && !target.starts_with('/') {
-                    return None;
+                if names.pop().is_none() && !absolute {
+                    ups += 1;
                 }
             }
-            c => resolved.push(c.to_string()),
+            c => names.push(c),
         }
     }
-    if !target.starts_with('/') {
-        return Some(target.to_string());
+    if ups > depth {
+        return None;
     }
-    // Rewrite absolute targets relative to the link's directory.
-    let mut out: Vec<String> = link_dir.iter().map(|_| "..".to_string()).collect();
-    out.extend(resolved);
+    let mut out: Vec<&str> = vec![".."; ups];
+    out.extend(names);
     Some(if out.is_empty() {
         ".".into()
     } else {
@@ -428,5 +437,10 @@ mod tests {
             symlink_target(Path::new("a/b/l"), "/etc/x"),
             Some("../../etc/x".into())
         );
+        let t = |rel: &str, target: &str| symlink_target(Path::new(rel), target);
+        assert_eq!(t("x/b", "a/../.."), Some("..".into()));
+        assert_eq!(t("x/b", "a/../../.."), None);
+        assert_eq!(t("l", "/../../etc"), Some("etc".into()));
+        assert_eq!(t("l", ""), None);
     }
 }

@@ -526,3 +526,39 @@ fn docker_archive_loads() -> TestResult {
     assert_eq!(std::fs::read(root.join("hello.wasm"))?, wasm);
     Ok(())
 }
+
+#[test]
+fn entrypoint_resets_only_an_inherited_cmd() -> TestResult {
+    let wasm = example_wasm("hello.wasm")?;
+    let (_d, store) = store()?;
+    build_image(
+        &store,
+        "FROM scratch\nCOPY hello.wasm /\nCMD [\"/hello.wasm\", \"base\"]\n",
+        &[("hello.wasm", &wasm)],
+        "withcmd:1",
+        ImageFormat::Image,
+    )?;
+    build_image(
+        &store,
+        "FROM withcmd:1\nENTRYPOINT [\"/hello.wasm\"]\n",
+        &[],
+        "reset:1",
+        ImageFormat::Image,
+    )?;
+    assert!(image::run_config(&store, "reset:1")?.cmd.is_empty());
+    build_image(
+        &store,
+        "FROM withcmd:1\nCMD [\"mine\"]\nENTRYPOINT [\"/hello.wasm\"]\n",
+        &[],
+        "kept:1",
+        ImageFormat::Image,
+    )?;
+    let rc = image::run_config(&store, "kept:1")?;
+    assert_eq!(rc.cmd, vec!["mine".to_string()]);
+    assert_eq!(rc.argv(&[]), vec!["/hello.wasm".to_string(), "mine".into()]);
+    assert_eq!(
+        rc.argv(&["x".into()]),
+        vec!["/hello.wasm".to_string(), "x".into()]
+    );
+    Ok(())
+}

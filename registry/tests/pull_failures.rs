@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use berth_registry::RegistryError;
@@ -57,9 +57,10 @@ async fn corrupted_blob_is_rejected_and_nothing_stored() -> TestResult {
     Ok(())
 }
 
-/// A TCP proxy to `upstream` that, while `broken` is set, closes each
-/// connection after forwarding `limit` bytes from the server.
-fn cutting_proxy(upstream: u16, limit: usize, broken: Arc<AtomicBool>) -> TestResult<u16> {
+/// A TCP proxy to `upstream` that cuts each new connection after `limit`
+/// bytes from the server while `cuts_left` is non-zero (decrementing it;
+/// `usize::MAX` cuts forever).
+fn cutting_proxy(upstream: u16, limit: usize, cuts_left: Arc<AtomicUsize>) -> TestResult<u16> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     std::thread::spawn(move || {
@@ -68,7 +69,13 @@ fn cutting_proxy(upstream: u16, limit: usize, broken: Arc<AtomicBool>) -> TestRe
             let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                 continue;
             };
-            let cut = broken.load(Ordering::SeqCst);
+            let cut = cuts_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+                    0 => None,
+                    usize::MAX => Some(usize::MAX),
+                    n => Some(n - 1),
+                })
+                .is_ok();
             let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
                 continue;
             };
@@ -125,8 +132,8 @@ async fn interrupted_pull_leaves_no_image_and_next_pull_works() -> TestResult {
         "the layer must be bigger than the cut-off"
     );
 
-    let broken = Arc::new(AtomicBool::new(true));
-    let proxy = cutting_proxy(reg.port, 8 * 1024, broken.clone())?;
+    let cuts = Arc::new(AtomicUsize::new(usize::MAX));
+    let proxy = cutting_proxy(reg.port, 8 * 1024, cuts.clone())?;
     let via_proxy = format!("127.0.0.1:{proxy}/berth/cut:v1");
 
     let (_d2, fresh) = common::store()?;
@@ -146,9 +153,39 @@ async fn interrupted_pull_leaves_no_image_and_next_pull_works() -> TestResult {
     assert!(!fresh.has_blob(&layer.digest), "no partial layer visible");
     assert_eq!(tmp_files(&fresh)?, 0, "temp files cleaned up");
 
-    broken.store(false, Ordering::SeqCst);
+    cuts.store(0, Ordering::SeqCst);
     let pulled = client::pull(&fresh, &via_proxy, &RemoteOptions::default()).await?;
     assert_eq!(pulled.digest, built.digest);
     assert!(fresh.has_blob(&layer.digest));
+    Ok(())
+}
+
+#[tokio::test]
+async fn transient_cuts_are_retried() -> TestResult {
+    let reg = Registry::start(None)?;
+    let wasm = example_wasm("hello-p2.wasm")?;
+    let (_d, store) = store()?;
+    let tag = format!("{}/berth/flaky:v1", reg.host());
+    let built = build_image(
+        &store,
+        DOCKERFILE,
+        &[("hello-p2.wasm", &wasm)],
+        &tag,
+        ImageFormat::Image,
+    )?;
+    client::push(&store, &tag, None, &RemoteOptions::default()).await?;
+
+    // The first two connections die mid-transfer; the retries get through.
+    let cuts = Arc::new(AtomicUsize::new(2));
+    let proxy = cutting_proxy(reg.port, 8 * 1024, cuts.clone())?;
+    let (_d2, fresh) = common::store()?;
+    let pulled = client::pull(
+        &fresh,
+        &format!("127.0.0.1:{proxy}/berth/flaky:v1"),
+        &RemoteOptions::default(),
+    )
+    .await?;
+    assert_eq!(pulled.digest, built.digest);
+    assert_eq!(cuts.load(Ordering::SeqCst), 0, "both cuts happened");
     Ok(())
 }

@@ -139,6 +139,32 @@ fn hostile_layers_are_refused() -> TestResult {
             "fifo",
         ),
         (
+            "whiteout-dotdot",
+            vec![
+                raw_tar(&[file("a/b.txt", b"x")]),
+                raw_tar(&[file(".wh...", b"")]),
+            ],
+            "whiteout",
+        ),
+        (
+            "symlink-through-symlink",
+            vec![raw_tar(&[
+                entry("x/", Directory, "", b""),
+                entry("x/a", Symlink, "..", b""),
+                entry("x/b", Symlink, "a/../../..", b""),
+            ])],
+            "leaves the image root",
+        ),
+        (
+            "hardlink-to-replaced-file",
+            vec![raw_tar(&[
+                file("f", b"data"),
+                entry("f", Symlink, "/etc/passwd", b""),
+                entry("h", Link, "f", b""),
+            ])],
+            "hard link",
+        ),
+        (
             "hardlink-outside",
             vec![raw_tar(&[entry("h", Link, "../../etc/passwd", b"")])],
             "hard link",
