@@ -68,6 +68,19 @@ impl Served {
         self.log.lock().map(|log| log.clone()).unwrap_or_default()
     }
 
+    /// The log once it contains `needle` (the log is read by another
+    /// thread, so it may lag the response), or as it is after 10 s.
+    fn log_containing(&self, needle: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) || started.elapsed() > Duration::from_secs(10) {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends one request; returns (status, headers, body).
     fn request(&self, method: &str, path: &str, body: &str) -> (u16, String, String) {
         request(self.port, method, path, body)
@@ -181,7 +194,8 @@ fn a_trap_fails_one_request_not_the_server() {
     let served = Served::start(&berth, &[], "wasm/http-hello.wasm");
     assert_eq!(served.request("GET", "/trap", "").0, 500);
     assert_eq!(served.request("GET", "/", "").0, 200);
-    assert!(served.log().contains("request trapped"), "{}", served.log());
+    let log = served.log_containing("request trapped");
+    assert!(log.contains("request trapped"), "{log}");
 }
 
 #[test]
@@ -198,8 +212,9 @@ fn memory_limit_and_request_timeout_apply_per_request() {
     assert_eq!(served.request("GET", "/spin", "").0, 504);
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(served.request("GET", "/", "").0, 200);
-    let log = served.log();
+    let log = served.log_containing("memory limit of 32 MiB");
     assert!(log.contains("memory limit of 32 MiB"), "{log}");
+    let log = served.log_containing("timed out");
     assert!(log.contains("timed out"), "{log}");
 }
 

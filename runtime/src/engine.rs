@@ -63,3 +63,50 @@ pub(crate) fn ensure_epoch_ticker(engine: &'static Engine) {
         }
     });
 }
+
+/// Sizing of the serving engine's instance pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSizing {
+    /// Requests that may hold an instance at once.
+    pub concurrent_instances: u32,
+    /// The largest linear memory one instance may have.
+    pub max_memory_bytes: u64,
+}
+
+/// An engine for serving: the pooling allocator makes instantiation a
+/// matter of handing out pre-reserved slots, which is what makes a fresh
+/// instance per request cheap.
+///
+/// The pool reserves address space up front. If this machine cannot give
+/// it (small machines, 39-bit address spaces, `ulimit -v`), berth logs why
+/// and falls back to on-demand allocation instead of refusing to start.
+pub fn serving_engine(sizing: PoolSizing) -> Result<&'static Engine, crate::RuntimeError> {
+    static SERVING: OnceLock<&'static Engine> = OnceLock::new();
+    if let Some(engine) = SERVING.get() {
+        return Ok(engine);
+    }
+    let instances = sizing.concurrent_instances.clamp(1, 10_000);
+    // Components are made of several core instances (the program, its libc
+    // adapter, shims), each with a memory or table or two.
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(8))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(4))
+        .total_stacks(instances)
+        .max_memory_size(usize::try_from(sizing.max_memory_bytes).unwrap_or(usize::MAX));
+    let mut config = engine_config();
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    let engine: &'static Engine = match Engine::new(&config) {
+        Ok(engine) => Box::leak(Box::new(engine)),
+        Err(error) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                instances,
+                "cannot reserve the instance pool; falling back to on-demand allocation"
+            );
+            shared_engine()?
+        }
+    };
+    Ok(SERVING.get_or_init(|| engine))
+}

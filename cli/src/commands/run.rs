@@ -207,7 +207,14 @@ pub fn run(args: RunArgs) -> Result<u8> {
         None => resolved.workdir.clone(),
     };
 
-    let engine = shared_engine()?;
+    let engine = if args.publish.is_empty() {
+        shared_engine()?
+    } else {
+        berth_runtime::engine::serving_engine(berth_runtime::engine::PoolSizing {
+            concurrent_instances: u32::try_from(args.max_concurrency).unwrap_or(u32::MAX),
+            max_memory_bytes: args.memory.unwrap_or(4 << 30),
+        })?
+    };
     let cache = CompileCache::new(crate::home::compile_cache_dir()?);
     let program = program::load_file(engine, &resolved.path, Some(&cache))?;
     if let berth_runtime::Program::Component(component) = &program
