@@ -60,7 +60,7 @@ if want cpu; then
   busy="$root/examples/wasm/busy.wasm"
   for cpus in 1.0 0.5 0.25; do
     /usr/bin/time -f "cpus=$cpus wall=%e s user+sys=%U+%S s" "$berth" run --cpus "$cpus" "$busy" 1500 > /dev/null
-  done 2>&1 | awk '{print} /wall=/{split($2,w,"=");split($3,c,"=");split(c[2],p,"+");printf("  -> effective CPU share %.3f\n",(p[1]+p[2])/w[2])}'
+  done 2>&1 | awk '{print} /wall=/{split($2,w,"=");split($4,c,"=");split(c[2],p,"+");printf("  -> effective CPU share %.3f\n",(p[1]+p[2])/w[2])}'
 fi
 
 if want images; then
