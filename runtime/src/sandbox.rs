@@ -291,13 +291,10 @@ pub async fn run(
         Program::Module(module) => {
             let mut builder = builder;
             let mut store = new_store(engine, builder.build_p1(), &limits);
-            let mut linker: wasmtime::Linker<GuestState<WasiP1Ctx>> = wasmtime::Linker::new(engine);
-            wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state| &mut state.wasi).map_err(
-                |error| RuntimeError::Link {
-                    origin: origin.clone(),
-                    reason: format!("{error:#}"),
-                },
-            )?;
+            let linker = p1_linker(engine).map_err(|error| RuntimeError::Link {
+                origin: origin.clone(),
+                reason: format!("{error:#}"),
+            })?;
             let pre = linker
                 .instantiate_pre(module)
                 .map_err(|error| RuntimeError::Link {
@@ -328,12 +325,9 @@ pub async fn run(
                 table: ResourceTable::new(),
             };
             let mut store = new_store(engine, state, &limits);
-            let mut linker = wasmtime::component::Linker::new(engine);
-            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|error| {
-                RuntimeError::Link {
-                    origin: origin.clone(),
-                    reason: format!("{error:#}"),
-                }
+            let linker = p2_linker(engine).map_err(|error| RuntimeError::Link {
+                origin: origin.clone(),
+                reason: format!("{error:#}"),
             })?;
             let pre = linker
                 .instantiate_pre(component)
@@ -360,6 +354,58 @@ pub async fn run(
             finish(outcome, &mut store, &limits)
         }
     }
+}
+
+/// Linkers are built once per engine: defining the ~50 WASI preview1
+/// functions (or the preview2 interfaces) is most of the cost of starting a
+/// sandbox, and the result depends only on the engine.
+type LinkerCache<L> = std::sync::Mutex<Vec<(usize, std::sync::Arc<L>)>>;
+
+fn cached_linker<L>(
+    cache: &'static std::sync::OnceLock<LinkerCache<L>>,
+    engine: &'static Engine,
+    build: impl FnOnce() -> wasmtime::Result<L>,
+) -> wasmtime::Result<std::sync::Arc<L>> {
+    let key = std::ptr::from_ref(engine) as usize;
+    let cache = cache.get_or_init(Default::default);
+    if let Ok(entries) = cache.lock()
+        && let Some((_, linker)) = entries.iter().find(|(engine, _)| *engine == key)
+    {
+        return Ok(linker.clone());
+    }
+    let linker = std::sync::Arc::new(build()?);
+    if let Ok(mut entries) = cache.lock() {
+        entries.push((key, linker.clone()));
+    }
+    Ok(linker)
+}
+
+fn p1_linker(
+    engine: &'static Engine,
+) -> wasmtime::Result<std::sync::Arc<wasmtime::Linker<GuestState<WasiP1Ctx>>>> {
+    static CACHE: std::sync::OnceLock<LinkerCache<wasmtime::Linker<GuestState<WasiP1Ctx>>>> =
+        std::sync::OnceLock::new();
+    cached_linker(&CACHE, engine, || {
+        let mut linker = wasmtime::Linker::new(engine);
+        wasmtime_wasi::p1::add_to_linker_async(
+            &mut linker,
+            |state: &mut GuestState<WasiP1Ctx>| &mut state.wasi,
+        )?;
+        Ok(linker)
+    })
+}
+
+fn p2_linker(
+    engine: &'static Engine,
+) -> wasmtime::Result<std::sync::Arc<wasmtime::component::Linker<GuestState<P2State>>>> {
+    static CACHE: std::sync::OnceLock<
+        LinkerCache<wasmtime::component::Linker<GuestState<P2State>>>,
+    > = std::sync::OnceLock::new();
+    cached_linker(&CACHE, engine, || {
+        let mut linker = wasmtime::component::Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Ok(linker)
+    })
 }
 
 /// `None` when the timeout fired first.
