@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, Store};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -31,7 +31,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use crate::RuntimeError;
 use crate::limits::Limits;
 use crate::quantity::format_bytes;
-use crate::sandbox::{GuestState, new_store};
+use crate::sandbox::{GuestState, grant_mounts, new_store};
 use crate::spec::Mount;
 
 /// The export that marks a component as a wasi:http proxy.
@@ -367,16 +367,7 @@ impl Server {
             .inherit_stdout()
             .inherit_stderr()
             .envs(&self.config.env);
-        for mount in &self.config.mounts {
-            let perms = if mount.read_only {
-                FsPerms::ReadOnly
-            } else {
-                FsPerms::ReadWrite
-            };
-            builder
-                .preopened_dir(&mount.host, &mount.guest, perms)
-                .map_err(|error| format!("cannot open {}: {error:#}", mount.host.display()))?;
-        }
+        grant_mounts(&mut builder, &self.config.mounts).map_err(|error| error.to_string())?;
         let state = HttpState {
             ctx: builder.build(),
             http: WasiHttpCtx::new(),

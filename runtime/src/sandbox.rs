@@ -131,16 +131,12 @@ impl WasiView for GuestState<P2State> {
     }
 }
 
-/// Builds the WASI context: deny by default, grant what the spec lists.
-fn wasi_builder(spec: &mut SandboxSpec) -> Result<WasiCtxBuilder, RuntimeError> {
-    let mut builder = WasiCtxBuilder::new();
-    builder.arg(&spec.program_name);
-    builder.args(&spec.args);
-    if let Some(workdir) = &spec.workdir {
-        builder.initial_cwd(workdir);
-    }
-    builder.envs(&spec.effective_env());
-    for mount in &spec.mounts {
+/// Preopens each mount, read-only ones with read-only permissions.
+pub(crate) fn grant_mounts(
+    builder: &mut WasiCtxBuilder,
+    mounts: &[crate::spec::Mount],
+) -> Result<(), RuntimeError> {
+    for mount in mounts {
         let perms = if mount.read_only {
             FsPerms::ReadOnly
         } else {
@@ -153,6 +149,19 @@ fn wasi_builder(spec: &mut SandboxSpec) -> Result<WasiCtxBuilder, RuntimeError> 
                 reason: format!("cannot open the host directory: {error:#}"),
             })?;
     }
+    Ok(())
+}
+
+/// Builds the WASI context: deny by default, grant what the spec lists.
+fn wasi_builder(spec: &mut SandboxSpec) -> Result<WasiCtxBuilder, RuntimeError> {
+    let mut builder = WasiCtxBuilder::new();
+    builder.arg(&spec.program_name);
+    builder.args(&spec.args);
+    if let Some(workdir) = &spec.workdir {
+        builder.initial_cwd(workdir);
+    }
+    builder.envs(&spec.effective_env());
+    grant_mounts(&mut builder, &spec.mounts)?;
     // WASI preview1 has no working directory; libc resolves relative paths
     // against a preopen named ".", so the working directory is also offered
     // under that name when a mount covers it.
