@@ -293,3 +293,52 @@ fn a_port_in_use_is_a_clear_error() {
         ])
         .expect_berth_error("-p 8080:8080");
 }
+
+/// On a machine that cannot reserve the instance pool (small address space,
+/// `ulimit -v`), berth logs the fallback and still serves.
+#[cfg(target_os = "linux")]
+#[test]
+fn serves_without_the_pool_when_address_space_is_short() {
+    let berth = Berth::new();
+    let port = free_port();
+    let script = format!(
+        "ulimit -v 16000000 && exec '{}' run -p 127.0.0.1:{port}:8080 '{}'",
+        common::berth_bin().display(),
+        example("wasm/http-hello.wasm").display()
+    );
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", &script])
+        .env("BERTH_HOME", berth.home.path())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(mut log) = sink.lock() {
+                log.push_str(&line);
+                log.push('\n');
+            }
+        }
+    });
+    let served = Served { child, port, log };
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not start: {}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(served.request("GET", "/", "").0, 200);
+    let log = served.log_containing("falling back to on-demand allocation");
+    assert!(
+        log.contains("falling back to on-demand allocation"),
+        "{log}"
+    );
+}
