@@ -24,7 +24,7 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
@@ -418,7 +418,7 @@ impl Server {
         };
         let pre = self.pre.clone();
         let limit = self.config.limits.memory_bytes;
-        let task = tokio::spawn(async move {
+        let guest = async move {
             let result = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
@@ -437,18 +437,48 @@ impl Server {
                 );
             }
             result.map_err(|error| (error, store.data().memory_refused()))
-        });
-        let abort = task.abort_handle();
-        match tokio::time::timeout(timeout, receiver).await {
-            Ok(Ok(Ok(response))) => response,
-            Ok(Ok(Err(code))) => {
+        };
+        // The guest runs inline on this connection's task until it sets the
+        // response; only a guest still running then (streaming its body) is
+        // moved to a task of its own. That saves a spawn and a cross-thread
+        // wake-up for the common handler that finishes at once.
+        let mut guest = Box::pin(guest);
+        let mut receiver = receiver;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut finished = None;
+        let response = loop {
+            tokio::select! {
+                biased;
+                response = &mut receiver => break Some(response),
+                result = &mut guest, if finished.is_none() => finished = Some(result),
+                () = tokio::time::sleep_until(deadline) => break None,
+            }
+        };
+        match response {
+            Some(Ok(Ok(response))) => {
+                if finished.is_none() {
+                    tokio::spawn(async move {
+                        if tokio::time::timeout_at(deadline, guest).await.is_err() {
+                            tracing::warn!(
+                                "response body timed out after {timeout:?}; instance stopped"
+                            );
+                        }
+                    });
+                }
+                response
+            }
+            Some(Ok(Err(code))) => {
                 tracing::warn!(?code, "the component answered with an error");
                 text_response(500, &format!("component error: {code:?}\n"))
             }
-            Ok(Err(_)) => {
+            Some(Err(_)) => {
                 // The guest finished (or died) without setting a response.
-                match task.await {
-                    Ok(Err((error, refused))) => {
+                let result = match finished {
+                    Some(result) => result,
+                    None => guest.await,
+                };
+                match result {
+                    Err((error, refused)) => {
                         match (refused, limit) {
                             (Some(requested), Some(limit)) => tracing::error!(
                                 "request OOMKilled: the memory limit of {} was reached (needed {})",
@@ -459,17 +489,12 @@ impl Server {
                         }
                         text_response(500, "internal server error\n")
                     }
-                    Ok(Ok(())) => text_response(500, "the component did not set a response\n"),
-                    Err(error) => {
-                        tracing::error!(%error, "request task failed");
-                        text_response(500, "internal server error\n")
-                    }
+                    Ok(()) => text_response(500, "the component did not set a response\n"),
                 }
             }
-            Err(_) => {
-                abort.abort();
+            None => {
+                drop(guest);
                 tracing::warn!("request timed out after {timeout:?}; instance stopped");
-                let _ = ErrorCode::ConnectionTimeout;
                 text_response(504, "request timed out\n")
             }
         }
