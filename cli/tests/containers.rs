@@ -321,3 +321,59 @@ fn startup_errors_are_reported_with_exit_125() {
     home.run(&["run", "-d", "--name", "once", &path("wasm/exitcode.wasm")])
         .expect_berth_error("already in use");
 }
+
+#[test]
+fn stop_kills_a_program_that_outlives_the_timeout() {
+    let home = Home::new();
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    let id = home.detach(&[
+        "-p",
+        &publish,
+        "--stop-timeout",
+        "60s",
+        "--name",
+        "slow",
+        &path("wasm/http-hello.wasm"),
+    ]);
+    // An in-flight request keeps the server draining past `stop -t 1`.
+    let request = std::thread::spawn(move || get(port, "/sleep?ms=20000"));
+    std::thread::sleep(Duration::from_millis(500));
+    let stop = home.run(&["stop", "-t", "1", "slow"]);
+    stop.expect_code(0);
+    assert!(stop.elapsed < Duration::from_secs(10), "{:?}", stop.elapsed);
+    let state = home.state(&id).expect("state");
+    assert_eq!(state["status"], "exited", "{state}");
+    assert_eq!(state["exit_code"], 137, "{state}");
+    assert!(
+        state["pid"].is_null() && state["child_pid"].is_null(),
+        "{state}"
+    );
+    let _ = request.join();
+}
+
+#[test]
+fn a_dead_supervisor_shows_as_exited() {
+    let home = Home::new();
+    let id = home.detach(&["--name", "orphan", &path("wasm/busy.wasm")]);
+    let state = home.state(&id).expect("state");
+    for key in ["pid", "child_pid"] {
+        let pid = state[key].as_i64().expect("a pid") as i32;
+        // SAFETY: kill(2) on a process this test started.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    let all = wait_for("ps to notice", Duration::from_secs(10), || {
+        let all = home.run(&["ps", "-a"]);
+        row(&all, "orphan")
+            .is_some_and(|row| row.contains("Exited (255)"))
+            .then_some(all)
+    });
+    assert!(
+        row(&home.run(&["ps"]), "orphan").is_none(),
+        "{}",
+        all.stdout
+    );
+    home.run(&["rm", "orphan"]).expect_code(0);
+}
