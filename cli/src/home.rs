@@ -36,7 +36,9 @@ pub fn auth_file() -> Result<PathBuf> {
     Ok(berth_home()?.join("auth.json"))
 }
 
-/// Scratch space for running containers (private `/tmp` directories).
+/// Containers: records of detached containers (`<id>/`, see
+/// `containers.rs`) and scratch space for running ones (private `/tmp`
+/// directories).
 pub fn containers_dir() -> Result<PathBuf> {
     Ok(berth_home()?.join("containers"))
 }

@@ -3,12 +3,14 @@
 //! door (daemon, shim) would also need.
 
 mod commands;
+mod containers;
 mod home;
+mod supervisor;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::image;
+use commands::{container, image};
 
 /// Exit code for berth's own failures (bad flags, unreadable or invalid
 /// programs, bad quantities), as docker uses for its own errors.
@@ -27,7 +29,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a WebAssembly program or image in a new sandbox.
-    Run(commands::run::RunArgs),
+    Run(Box<commands::run::RunArgs>),
     /// Build an image from a Dockerfile.
     Build(image::BuildArgs),
     /// List images.
@@ -53,6 +55,24 @@ enum Command {
     Login(image::LoginArgs),
     /// Remove stored credentials for a registry.
     Logout(image::LogoutArgs),
+    /// List containers run with -d.
+    Ps(container::PsArgs),
+    /// Print a container's output.
+    Logs(container::LogsArgs),
+    /// Stop running containers.
+    Stop(container::StopArgs),
+    /// Start stopped containers with their recorded configuration.
+    Start(container::StartArgs),
+    /// Stop, then start containers.
+    Restart(container::StopArgs),
+    /// Remove containers.
+    Rm(container::RmArgs),
+    /// Supervise one container (started by `run -d` and `start`).
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        /// The container's ID.
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,7 +82,7 @@ fn main() -> ExitCode {
     };
     init_tracing();
     let result = match cli.command {
-        Command::Run(args) => commands::run::run(args),
+        Command::Run(args) => commands::run::run(*args),
         Command::Build(args) => image::build_command(args),
         Command::Images(args) => image::images_command(args),
         Command::Tag(args) => image::tag_command(args),
@@ -75,6 +95,13 @@ fn main() -> ExitCode {
         Command::Push(args) => image::push_command(args),
         Command::Login(args) => image::login_command(args),
         Command::Logout(args) => image::logout_command(args),
+        Command::Ps(args) => container::ps_command(args),
+        Command::Logs(args) => container::logs_command(args),
+        Command::Stop(args) => container::stop_command(args),
+        Command::Start(args) => container::start_command(args),
+        Command::Restart(args) => container::restart_command(args),
+        Command::Rm(args) => container::rm_command(args),
+        Command::Supervise { id } => container::supervise_command(&id),
     };
     match result {
         Ok(code) => ExitCode::from(code),

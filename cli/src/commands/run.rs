@@ -1,5 +1,10 @@
-//! `berth run`: run a WebAssembly file in a new sandbox, in the foreground,
-//! with docker's flags and exit codes.
+//! `berth run`: run a WebAssembly file in a new sandbox with docker's flags
+//! and exit codes, in the foreground or (`-d`) as a detached container.
+//!
+//! A detached container's supervisor runs the same foreground code in a
+//! child process (`berth run --started-file PATH ...`), so limits, serving
+//! and exit codes are identical either way; only where stdin, stdout and
+//! stderr lead differs.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +16,8 @@ use berth_runtime::{
     CompileCache, Entrypoint, Limits, Mount, Output, SandboxSpec, Stdin, program, shared_engine,
 };
 use clap::Args;
+
+use crate::containers::RestartPolicy;
 
 /// Flags of `berth run`.
 #[derive(Debug, Args)]
@@ -64,10 +71,31 @@ pub struct RunArgs {
     #[arg(long = "stop-timeout", value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     stop_timeout: Duration,
 
-    /// Keep stdin attached (it always is for a foreground run; accepted for
-    /// docker compatibility).
+    /// Keep stdin attached (it always is for a foreground run; with -d the
+    /// program's stdin stays open instead of reading end of file).
     #[arg(short = 'i', long = "interactive")]
-    interactive: bool,
+    pub(crate) interactive: bool,
+
+    /// Run in the background as a container and print its ID.
+    #[arg(short = 'd', long = "detach")]
+    pub(crate) detach: bool,
+
+    /// Name the container (with -d; default berth-SHORTID).
+    #[arg(long = "name", value_name = "NAME")]
+    pub(crate) name: Option<String>,
+
+    /// Remove the container when it exits (with -d).
+    #[arg(long = "rm")]
+    pub(crate) auto_remove: bool,
+
+    /// Restart policy (with -d): no, on-failure[:N] or always.
+    #[arg(long = "restart", value_name = "POLICY", default_value = "no", value_parser = RestartPolicy::parse)]
+    pub(crate) restart: RestartPolicy,
+
+    /// Create FILE once the program is loaded (and, when serving, the port
+    /// is bound): how a container's supervisor learns that it started.
+    #[arg(long = "started-file", value_name = "FILE", hide = true)]
+    started_file: Option<PathBuf>,
 
     /// When to pull IMAGE: missing (default), always or never.
     #[arg(long = "pull", value_name = "POLICY", default_value = "missing")]
@@ -81,7 +109,7 @@ pub struct RunArgs {
     /// name. FILE#NAME calls the export NAME of a core module with ARGS as
     /// its parameters.
     #[arg(value_name = "FILE|IMAGE")]
-    file: String,
+    pub(crate) file: String,
 
     /// Arguments passed to the program.
     #[arg(
@@ -89,7 +117,7 @@ pub struct RunArgs {
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]
-    args: Vec<String>,
+    pub(crate) args: Vec<String>,
 }
 
 /// A published port.
@@ -97,6 +125,13 @@ pub struct RunArgs {
 pub struct Publish {
     host: std::net::SocketAddr,
     container_port: u16,
+}
+
+impl Publish {
+    /// As docker's PORTS column shows it: `127.0.0.1:8080->8080/tcp`.
+    pub fn describe(&self) -> String {
+        format!("{}->{}/tcp", self.host, self.container_port)
+    }
 }
 
 /// Parses docker's `[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp]`.
@@ -165,9 +200,37 @@ fn is_file_target(file: &str) -> bool {
         || file.contains('#')
 }
 
+impl RunArgs {
+    /// Published ports, as docker's PORTS column shows them.
+    pub(crate) fn ports(&self) -> Vec<String> {
+        self.publish.iter().map(Publish::describe).collect()
+    }
+}
+
 /// Runs the program and returns the exit code to use.
 pub fn run(args: RunArgs) -> Result<u8> {
-    let _ = args.interactive;
+    if args.detach {
+        return crate::commands::container::run_detached(args);
+    }
+    if args.name.is_some() || args.restart != RestartPolicy::No {
+        bail!(
+            "--name and --restart apply to containers run in the background: add -d (a foreground run keeps no record)"
+        );
+    }
+    run_foreground(args)
+}
+
+/// Creates the `--started-file`, if one was asked for.
+fn notify_started(args: &RunArgs) -> Result<()> {
+    if let Some(path) = &args.started_file {
+        std::fs::write(path, b"").with_context(|| format!("cannot create {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs the program in this process, with this process's stdin, stdout
+/// and stderr, and returns (or exits with) its exit code.
+fn run_foreground(args: RunArgs) -> Result<u8> {
     let resolved = if is_file_target(&args.file) {
         let (path, entrypoint) = split_entrypoint(&args.file);
         let program_name = path
@@ -249,6 +312,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    notify_started(&args)?;
     let status = runtime.block_on(berth_runtime::run(engine, &program, spec))?;
     for value in &status.returned {
         println!("{value}");
@@ -428,6 +492,7 @@ fn serve(
         let addr = listening
             .local_addr()
             .context("cannot read the bound address")?;
+        notify_started(args)?;
         eprintln!(
             "berth: serving {} on http://{addr} (container port {})",
             resolved.program_name, publish.container_port

@@ -1,0 +1,379 @@
+//! Detached containers through the real binary: `run -d`, `ps`, `logs`,
+//! `stop`, `start`, `rm`, `--rm`, restart policies and startup errors.
+//! Every wait is bounded; supervisors and programs left behind by a failed
+//! test are killed when its home is dropped.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{Berth, Run, example};
+
+fn path(relative: &str) -> String {
+    example(relative).display().to_string()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("free port")
+}
+
+/// A private BERTH_HOME whose containers are killed on drop.
+struct Home {
+    berth: Berth,
+}
+
+impl Home {
+    fn new() -> Home {
+        Home {
+            berth: Berth::new(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.berth.run(args)
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.berth.home.path().join("containers").join(id)
+    }
+
+    /// The recorded state.json, if the container still exists.
+    fn state(&self, id: &str) -> Option<serde_json::Value> {
+        let bytes = std::fs::read(self.container_dir(id).join("state.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// `berth run -d ARGS`, expecting success; returns the ID.
+    fn detach(&self, args: &[&str]) -> String {
+        let mut full = vec!["run", "-d"];
+        full.extend(args);
+        let run = self.run(&full);
+        run.expect_code(0);
+        let id = run.stdout.trim().to_owned();
+        assert!(
+            id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "not an ID: {:?}",
+            run.stdout
+        );
+        id
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.berth.home.path().join("containers")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(bytes) = std::fs::read(entry.path().join("state.json")) else {
+                continue;
+            };
+            let Ok(state) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            for key in ["pid", "child_pid"] {
+                if let Some(pid) = state[key].as_i64().and_then(|pid| i32::try_from(pid).ok())
+                    && pid > 0
+                {
+                    // SAFETY: kill(2) on a process this test started.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Polls `check` every 50 ms for up to `limit`; panics with `what`.
+fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `ps` row whose NAMES column is `name`.
+fn row<'a>(ps: &'a Run, name: &str) -> Option<&'a str> {
+    ps.stdout
+        .lines()
+        .find(|line| line.split_whitespace().last() == Some(name))
+}
+
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+fn looks_like_rfc3339_nanos(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    text.len() == 30
+        && text.ends_with('Z')
+        && bytes[4] == b'-'
+        && bytes[10] == b'T'
+        && bytes[13] == b':'
+        && bytes[19] == b'.'
+        && text[..4].bytes().all(|b| b.is_ascii_digit())
+        && text[20..29].bytes().all(|b| b.is_ascii_digit())
+}
+
+#[test]
+fn a_detached_server_runs_logs_stops_starts_and_is_removed() {
+    let home = Home::new();
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    let id = home.detach(&[
+        "-p",
+        &publish,
+        "--name",
+        "web",
+        &path("wasm/http-hello.wasm"),
+    ]);
+
+    let ps = home.run(&["ps"]);
+    ps.expect_code(0);
+    assert!(ps.stdout.starts_with("CONTAINER ID"), "{}", ps.stdout);
+    let web = row(&ps, "web").unwrap_or_else(|| panic!("web not listed:\n{}", ps.stdout));
+    assert!(web.starts_with(&id[..12]), "{web}");
+    assert!(web.contains("   Up "), "{web}");
+    assert!(
+        web.contains(&format!("127.0.0.1:{port}->8080/tcp")),
+        "{web}"
+    );
+
+    let (status, body) = get(port, "/").expect("the container answers");
+    assert_eq!((status, body.as_str()), (200, "Hello from berth!\n"));
+
+    let logs = wait_for("the request in the log", Duration::from_secs(10), || {
+        let logs = home.run(&["logs", "web"]);
+        logs.stdout.contains("request GET /").then_some(logs)
+    });
+    logs.expect_code(0);
+    // berth's own "serving" line is the program's stderr.
+    assert!(logs.stderr.contains("serving"), "{}", logs.stderr);
+    assert!(!logs.stdout.contains("serving"), "{}", logs.stdout);
+
+    let stamped = home.run(&["logs", "--timestamps", "web"]);
+    stamped.expect_code(0);
+    let line = stamped
+        .stdout
+        .lines()
+        .find(|line| line.ends_with("request GET /"))
+        .unwrap_or_else(|| panic!("{}", stamped.stdout));
+    let (time, rest) = line.split_once(' ').expect("a timestamp");
+    assert!(looks_like_rfc3339_nanos(time), "{line}");
+    assert_eq!(rest, "request GET /");
+
+    let stop = home.run(&["stop", "web"]);
+    stop.expect_code(0);
+    assert_eq!(stop.stdout, "web\n");
+    assert!(row(&home.run(&["ps"]), "web").is_none());
+    let all = home.run(&["ps", "-a"]);
+    let web = row(&all, "web").unwrap_or_else(|| panic!("{}", all.stdout));
+    assert!(web.contains("Exited (0)"), "{web}");
+    assert!(get(port, "/").is_none(), "still serving after stop");
+
+    home.run(&["start", "web"]).expect_code(0);
+    let (status, _) = get(port, "/").expect("served again after start");
+    assert_eq!(status, 200);
+    assert!(row(&home.run(&["ps"]), "web").is_some());
+
+    home.run(&["rm", "web"])
+        .expect_berth_error("container is running");
+    let rm = home.run(&["rm", "-f", &id[..8]]);
+    rm.expect_code(0);
+    assert_eq!(rm.stdout, format!("{}\n", &id[..8]));
+    assert!(row(&home.run(&["ps", "-a"]), "web").is_none());
+    assert!(!home.container_dir(&id).exists());
+    assert!(get(port, "/").is_none(), "still serving after rm -f");
+    home.run(&["logs", "web"])
+        .expect_berth_error("no such container: web");
+}
+
+#[test]
+fn rm_flag_removes_the_container_when_it_exits() {
+    let home = Home::new();
+    let id = home.detach(&["--rm", &path("wasm/exitcode.wasm"), "0"]);
+    wait_for(
+        "the container to be removed",
+        Duration::from_secs(30),
+        || (!home.container_dir(&id).exists()).then_some(()),
+    );
+    assert!(!home.run(&["ps", "-a", "-q"]).stdout.contains(&id[..12]));
+}
+
+#[test]
+fn on_failure_restarts_at_most_n_times() {
+    let home = Home::new();
+    let id = home.detach(&[
+        "--restart",
+        "on-failure:2",
+        "--name",
+        "flaky",
+        &path("wasm/exitcode.wasm"),
+        "3",
+    ]);
+    let state = wait_for("the container to exit", Duration::from_secs(60), || {
+        home.state(&id).filter(|state| state["status"] == "exited")
+    });
+    assert_eq!(state["exit_code"], 3, "{state}");
+    assert_eq!(state["restart_count"], 2, "{state}");
+    let all = home.run(&["ps", "-a"]);
+    let flaky = row(&all, "flaky").unwrap_or_else(|| panic!("{}", all.stdout));
+    assert!(flaky.contains("Exited (3)"), "{flaky}");
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(home.container_dir(&id).join("config.json")).expect("config.json"),
+    )
+    .expect("config is JSON");
+    assert_eq!(config["restart"], "on-failure:2");
+    assert_eq!(config["name"], "flaky");
+    let argv = config["argv"].as_array().expect("argv");
+    assert!(
+        !argv.iter().any(|arg| arg == "-d" || arg == "--name"),
+        "{config}"
+    );
+}
+
+#[test]
+fn logs_tail_and_follow() {
+    let home = Home::new();
+    let id = home.detach(&["--name", "hi", &path("wasm/hello.wasm"), "a", "b", "c"]);
+    wait_for("hello to exit", Duration::from_secs(30), || {
+        home.state(&id).filter(|state| state["status"] == "exited")
+    });
+    let all = home.run(&["logs", "hi"]);
+    all.expect_code(0);
+    assert_eq!(
+        all.stdout,
+        "Hello from berth!\narg[1]=a\narg[2]=b\narg[3]=c\n"
+    );
+    let tail = home.run(&["logs", "--tail", "2", "hi"]);
+    assert_eq!(tail.stdout, "arg[2]=b\narg[3]=c\n");
+    // Following an exited container prints everything and returns.
+    let followed = home.run(&["logs", "-f", "hi"]);
+    followed.expect_code(0);
+    assert_eq!(followed.stdout, all.stdout);
+
+    // Following a running container returns once it exits.
+    let id = home.detach(&["--name", "spin", "--timeout", "2s", &path("wasm/busy.wasm")]);
+    let started = Instant::now();
+    let followed = home.berth.run_with(
+        home.berth.command(&["logs", "-f", "spin"]),
+        None,
+        Duration::from_secs(30),
+    );
+    followed.expect_code(0);
+    assert!(
+        followed.stderr.contains("timeout of 2s was reached"),
+        "{}",
+        followed.stderr
+    );
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    let state = home.state(&id).expect("state");
+    assert_eq!(state["status"], "exited", "{state}");
+    assert_eq!(state["exit_code"], 137, "{state}");
+}
+
+#[test]
+fn startup_errors_are_reported_with_exit_125() {
+    let home = Home::new();
+    let holder = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = holder.local_addr().expect("addr").port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    home.run(&["run", "-d", "-p", &publish, &path("wasm/http-hello.wasm")])
+        .expect_berth_error(&format!("port {port} is already in use"));
+    let missing = path("wasm/does-not-exist.wasm");
+    home.run(&["run", "-d", "--rm", &missing])
+        .expect_berth_error("does-not-exist.wasm");
+    home.run(&["stop", "nothing"])
+        .expect_berth_error("no such container: nothing");
+    home.run(&["run", "-d", "--rm", "--restart", "always", &missing])
+        .expect_berth_error("--restart and --rm");
+    home.run(&["run", "--name", "x", &path("wasm/hello.wasm")])
+        .expect_berth_error("add -d");
+
+    // Names are unique.
+    home.detach(&["--name", "once", &path("wasm/exitcode.wasm")]);
+    home.run(&["run", "-d", "--name", "once", &path("wasm/exitcode.wasm")])
+        .expect_berth_error("already in use");
+}
+
+#[test]
+fn stop_kills_a_program_that_outlives_the_timeout() {
+    let home = Home::new();
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    let id = home.detach(&[
+        "-p",
+        &publish,
+        "--stop-timeout",
+        "60s",
+        "--name",
+        "slow",
+        &path("wasm/http-hello.wasm"),
+    ]);
+    // An in-flight request keeps the server draining past `stop -t 1`.
+    let request = std::thread::spawn(move || get(port, "/sleep?ms=20000"));
+    std::thread::sleep(Duration::from_millis(500));
+    let stop = home.run(&["stop", "-t", "1", "slow"]);
+    stop.expect_code(0);
+    assert!(stop.elapsed < Duration::from_secs(10), "{:?}", stop.elapsed);
+    let state = home.state(&id).expect("state");
+    assert_eq!(state["status"], "exited", "{state}");
+    assert_eq!(state["exit_code"], 137, "{state}");
+    assert!(
+        state["pid"].is_null() && state["child_pid"].is_null(),
+        "{state}"
+    );
+    let _ = request.join();
+}
+
+#[test]
+fn a_dead_supervisor_shows_as_exited() {
+    let home = Home::new();
+    let id = home.detach(&["--name", "orphan", &path("wasm/busy.wasm")]);
+    let state = home.state(&id).expect("state");
+    for key in ["pid", "child_pid"] {
+        let pid = state[key].as_i64().expect("a pid") as i32;
+        // SAFETY: kill(2) on a process this test started.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    let all = wait_for("ps to notice", Duration::from_secs(10), || {
+        let all = home.run(&["ps", "-a"]);
+        row(&all, "orphan")
+            .is_some_and(|row| row.contains("Exited (255)"))
+            .then_some(all)
+    });
+    assert!(
+        row(&home.run(&["ps"]), "orphan").is_none(),
+        "{}",
+        all.stdout
+    );
+    home.run(&["rm", "orphan"]).expect_code(0);
+}
