@@ -278,6 +278,13 @@ fn a_port_in_use_is_a_clear_error() {
         &example("wasm/http-hello.wasm").display().to_string(),
     ]);
     run.expect_berth_error(&format!("port {port} is already in use"));
+    #[cfg(target_os = "linux")]
+    assert!(
+        run.stderr
+            .contains(&format!("(pid {})", std::process::id())),
+        "the holder (this test process) is not named: {}",
+        run.stderr
+    );
     berth
         .run(&[
             "run",

@@ -311,10 +311,16 @@ pub async fn bind(
         .map_err(|error| ServeError::Listen {
             addr: config.listen,
             reason: if error.kind() == std::io::ErrorKind::AddrInUse {
-                format!(
-                    "port {} is already in use by another process",
-                    config.listen.port()
-                )
+                match port_holder(config.listen.port()) {
+                    Some(holder) => format!(
+                        "port {} is already in use by {holder}",
+                        config.listen.port()
+                    ),
+                    None => format!(
+                        "port {} is already in use by another process",
+                        config.listen.port()
+                    ),
+                }
             } else {
                 error.to_string()
             },
@@ -499,4 +505,53 @@ impl Server {
             }
         }
     }
+}
+
+/// Who listens on TCP `port`, as `NAME (pid N)`, when the OS tells us.
+///
+/// Linux only: the listening socket's inode comes from /proc/net/tcp{,6}
+/// and is matched against every process's open file descriptors we may
+/// read. Elsewhere, or without permission, the message names only the port.
+#[cfg(target_os = "linux")]
+fn port_holder(port: u16) -> Option<String> {
+    const LISTEN: &str = "0A";
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            text.lines().skip(1).find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let local_port = fields.get(1)?.rsplit_once(':')?.1;
+                (u16::from_str_radix(local_port, 16).ok()? == port
+                    && fields.get(3) == Some(&LISTEN))
+                .then(|| fields.get(9).map(|inode| (*inode).to_owned()))
+                .flatten()
+            })
+        })?;
+    let wanted = format!("socket:[{inode}]");
+    for process in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == wanted.as_str())
+        });
+        if holds {
+            let name = std::fs::read_to_string(process.path().join("comm")).unwrap_or_default();
+            return Some(format!("{} (pid {pid})", name.trim()));
+        }
+    }
+    None
+}
+
+#[cfg(not(target_os = "linux"))]
+fn port_holder(_port: u16) -> Option<String> {
+    None
 }
