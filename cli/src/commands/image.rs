@@ -289,10 +289,7 @@ fn print_table(rows: &[Vec<String>]) {
 
 /// Runs `berth tag`.
 pub fn tag_command(args: TagArgs) -> Result<u8> {
-    let store = home::open_store()?;
-    let (digest, _) = store.resolve(&args.source)?;
-    let target = Reference::parse(&args.target)?;
-    store.tag(&target, &digest)?;
+    home::open_store()?.tag_image(&args.source, &args.target)?;
     Ok(0)
 }
 
@@ -313,24 +310,20 @@ pub fn inspect_command(args: InspectArgs) -> Result<u8> {
     let store = home::open_store()?;
     let mut out = Vec::new();
     for image in &args.images {
-        let (digest, manifest) = store.resolve(image)?;
-        let config = store.read_blob(&manifest.config.digest)?;
-        let config: serde_json::Value = serde_json::from_slice(&config)
-            .with_context(|| format!("the config of {image} is not JSON"))?;
-        let run = berth_registry::image::run_config_of(&store, &digest, &manifest)?;
-        let names: Vec<String> = store
-            .images()?
-            .into_iter()
-            .filter(|summary| summary.digest == digest)
-            .filter_map(|summary| summary.name.map(|name| name.short()))
+        let inspected = berth_registry::image::inspect(&store, image)?;
+        let run = &inspected.run_config;
+        let names: Vec<String> = inspected
+            .names
+            .iter()
+            .map(|name| Reference::parse(name).map_or_else(|_| name.clone(), |name| name.short()))
             .collect();
         out.push(serde_json::json!({
-            "Id": digest,
+            "Id": inspected.digest,
             "RepoTags": names,
             "Format": run.format.name(),
             "Os": run.os,
             "Architecture": "wasm",
-            "Size": manifest.content_size(),
+            "Size": inspected.manifest.content_size(),
             "Config": {
                 "Entrypoint": run.entrypoint,
                 "Cmd": run.cmd,
@@ -339,8 +332,8 @@ pub fn inspect_command(args: InspectArgs) -> Result<u8> {
                 "ExposedPorts": run.exposed_ports,
                 "Labels": run.labels,
             },
-            "Manifest": serde_json::to_value(&manifest)?,
-            "ImageConfig": config,
+            "Manifest": serde_json::to_value(&inspected.manifest)?,
+            "ImageConfig": inspected.config,
         }));
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
