@@ -1103,15 +1103,8 @@ pub(crate) fn read_layer_into(
                     }
                 }
             }
-            tar::EntryType::XGlobalHeader
-            | tar::EntryType::XHeader
-            | tar::EntryType::GNULongName
-            | tar::EntryType::GNULongLink => continue,
-            _ => {
-                return Err(refuse(
-                    "device nodes, fifos and other special files are not allowed in berth images",
-                ));
-            }
+            other if crate::unpack::is_metadata_entry(other) => continue,
+            _ => return Err(refuse(crate::unpack::SPECIAL_FILES_REFUSED)),
         };
         layer.insert(path, node);
     }

@@ -138,16 +138,7 @@ impl Reference {
 
     /// The fully qualified form: `docker.io/library/hello:latest`.
     pub fn full(&self) -> String {
-        let mut s = format!("{}/{}", self.registry, self.repository);
-        if let Some(tag) = &self.tag {
-            s.push(':');
-            s.push_str(tag);
-        }
-        if let Some(d) = &self.digest {
-            s.push('@');
-            s.push_str(d);
-        }
-        s
+        self.with_tag_and_digest(format!("{}/{}", self.registry, self.repository))
     }
 
     /// The repository as users write it: `hello`, `127.0.0.1:5000/team/app`.
@@ -164,16 +155,20 @@ impl Reference {
 
     /// The short form users see: `hello:latest`, `127.0.0.1:5000/team/app:v1`.
     pub fn short(&self) -> String {
-        let mut s = self.short_name();
+        self.with_tag_and_digest(self.short_name())
+    }
+
+    /// `name` followed by `:tag` and `@digest` where present.
+    fn with_tag_and_digest(&self, mut name: String) -> String {
         if let Some(tag) = &self.tag {
-            s.push(':');
-            s.push_str(tag);
+            name.push(':');
+            name.push_str(tag);
         }
-        if let Some(d) = &self.digest {
-            s.push('@');
-            s.push_str(d);
+        if let Some(digest) = &self.digest {
+            name.push('@');
+            name.push_str(digest);
         }
-        s
+        name
     }
 
     /// True for registries reached over plain HTTP by default (loopback).

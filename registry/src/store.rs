@@ -245,14 +245,21 @@ impl Store {
         Ok(())
     }
 
-    /// Names manifest `digest` as `name` (replacing what `name` pointed to).
-    pub fn tag(&self, name: &Reference, digest: &str) -> Result<()> {
-        let manifest_bytes = self.read_blob(digest)?;
-        let manifest = Manifest::from_slice(&manifest_bytes, &format!("manifest {digest}"))?;
+    /// Manifest `digest`: its bytes, parsed form and media type (OCI's
+    /// default when the manifest does not say), for index entries.
+    fn manifest_with_media_type(&self, digest: &str) -> Result<(Vec<u8>, Manifest, String)> {
+        let bytes = self.read_blob(digest)?;
+        let manifest = Manifest::from_slice(&bytes, &format!("manifest {digest}"))?;
         let media_type = manifest
             .media_type
             .clone()
             .unwrap_or_else(|| MEDIA_MANIFEST.to_string());
+        Ok((bytes, manifest, media_type))
+    }
+
+    /// Names manifest `digest` as `name` (replacing what `name` pointed to).
+    pub fn tag(&self, name: &Reference, digest: &str) -> Result<()> {
+        let (manifest_bytes, manifest, media_type) = self.manifest_with_media_type(digest)?;
         let _lock = self.lock()?;
         // Checked under the lock: a concurrent prune cannot delete a blob between
         // this check and the index write.
@@ -289,12 +296,7 @@ impl Store {
     /// Records manifest `digest` in the index without a name (an untagged
     /// build), so that prune keeps it and it can be referred to by digest.
     pub fn keep(&self, digest: &str) -> Result<()> {
-        let manifest_bytes = self.read_blob(digest)?;
-        let manifest = Manifest::from_slice(&manifest_bytes, &format!("manifest {digest}"))?;
-        let media_type = manifest
-            .media_type
-            .clone()
-            .unwrap_or_else(|| MEDIA_MANIFEST.to_string());
+        let (manifest_bytes, manifest, media_type) = self.manifest_with_media_type(digest)?;
         let _lock = self.lock()?;
         self.check_complete(&manifest)?;
         let mut index = self.read_index()?;

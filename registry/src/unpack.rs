@@ -30,6 +30,21 @@ use crate::image::{
 };
 use crate::store::Store;
 
+/// Why a layer entry that is not a file, directory or link is refused.
+pub(crate) const SPECIAL_FILES_REFUSED: &str =
+    "device nodes, fifos and other special files are not allowed in berth images";
+
+/// Tar entries that only describe the next entry (long names, pax headers).
+pub(crate) fn is_metadata_entry(kind: tar::EntryType) -> bool {
+    matches!(
+        kind,
+        tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink
+    )
+}
+
 /// The unpacked root of image `name_or_digest`, unpacking it into
 /// `cache_root` first if needed.
 pub fn rootfs(store: &Store, name_or_digest: &str, cache_root: &Path) -> Result<PathBuf> {
@@ -227,15 +242,8 @@ pub fn unpack_layer(
             | tar::EntryType::Continuous
             | tar::EntryType::Symlink
             | tar::EntryType::Link => {}
-            tar::EntryType::XGlobalHeader
-            | tar::EntryType::XHeader
-            | tar::EntryType::GNULongName
-            | tar::EntryType::GNULongLink => continue,
-            _ => {
-                return Err(refuse(
-                    "device nodes, fifos and other special files are not allowed in berth images",
-                ));
-            }
+            other if is_metadata_entry(other) => continue,
+            _ => return Err(refuse(SPECIAL_FILES_REFUSED)),
         }
         if existing.is_some() {
             remove_any(&dest)?;
