@@ -33,8 +33,16 @@ impl Served {
         let mut args = vec!["run", "-p", publish.as_str()];
         args.extend(extra);
         args.push(&wasm);
-        let mut command = berth.command(&args);
-        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        Served::spawn(berth.command(&args), port)
+    }
+
+    /// Spawns `command` (which serves on `port`), collects its stderr and
+    /// waits, bounded, until the port accepts connections.
+    fn spawn(mut command: std::process::Command, port: u16) -> Served {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn berth");
         let stderr = child.stderr.take().expect("stderr");
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -47,21 +55,20 @@ impl Served {
                 }
             }
         });
+        let mut served = Served { child, port, log };
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(30),
-                "server did not start"
+                "server did not start: {}",
+                served.log()
             );
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "berth exited early with {status}: {}",
-                    log.lock().map(|l| l.clone()).unwrap_or_default()
-                );
+            if let Ok(Some(status)) = served.child.try_wait() {
+                panic!("berth exited early with {status}: {}", served.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Served { child, port, log }
+        served
     }
 
     fn log(&self) -> String {
@@ -317,31 +324,8 @@ fn serves_without_the_pool_when_address_space_is_short() {
     command
         .args(["-c", &script])
         .env("BERTH_HOME", berth.home.path())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(mut log) = sink.lock() {
-                log.push_str(&line);
-                log.push('\n');
-            }
-        }
-    });
-    let served = Served { child, port, log };
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "server did not start: {}",
-            served.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .env_remove("RUST_LOG");
+    let served = Served::spawn(command, port);
     assert_eq!(served.request("GET", "/", "").0, 200);
     let log = served.log_containing("falling back to on-demand allocation");
     assert!(

@@ -80,6 +80,14 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// A linking failure of the program from `origin`.
+    pub(crate) fn link(origin: &str, error: &wasmtime::Error) -> Self {
+        RuntimeError::Link {
+            origin: origin.to_owned(),
+            reason: format!("{error:#}"),
+        }
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

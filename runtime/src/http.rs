@@ -201,10 +201,7 @@ fn prepare(
     component: &Component,
     origin: &str,
 ) -> Result<ProxyPre<GuestState<HttpState>>, RuntimeError> {
-    let link_error = |error: wasmtime::Error| RuntimeError::Link {
-        origin: origin.to_owned(),
-        reason: format!("{error:#}"),
-    };
+    let link_error = |error: wasmtime::Error| RuntimeError::link(origin, &error);
     let mut linker = wasmtime::component::Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link_error)?;

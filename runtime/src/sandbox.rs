@@ -300,16 +300,10 @@ pub async fn run(
         Program::Module(module) => {
             let mut builder = builder;
             let mut store = new_store(engine, builder.build_p1(), &limits);
-            let linker = p1_linker(engine).map_err(|error| RuntimeError::Link {
-                origin: origin.clone(),
-                reason: format!("{error:#}"),
-            })?;
+            let linker = p1_linker(engine).map_err(|error| RuntimeError::link(&origin, &error))?;
             let pre = linker
                 .instantiate_pre(module)
-                .map_err(|error| RuntimeError::Link {
-                    origin: origin.clone(),
-                    reason: format!("{error:#}"),
-                })?;
+                .map_err(|error| RuntimeError::link(&origin, &error))?;
             let entrypoint = spec.entrypoint.clone();
             let args = spec.args.clone();
             let outcome = with_timeout(limits.timeout, async {
@@ -334,16 +328,10 @@ pub async fn run(
                 table: ResourceTable::new(),
             };
             let mut store = new_store(engine, state, &limits);
-            let linker = p2_linker(engine).map_err(|error| RuntimeError::Link {
-                origin: origin.clone(),
-                reason: format!("{error:#}"),
-            })?;
+            let linker = p2_linker(engine).map_err(|error| RuntimeError::link(&origin, &error))?;
             let pre = linker
                 .instantiate_pre(component)
-                .map_err(|error| RuntimeError::Link {
-                    origin: origin.clone(),
-                    reason: format!("{error:#}"),
-                })?;
+                .map_err(|error| RuntimeError::link(&origin, &error))?;
             let command_pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(
                 |error| RuntimeError::Entrypoint {
                     origin: origin.clone(),
