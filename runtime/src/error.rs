@@ -69,6 +69,10 @@ pub enum RuntimeError {
     /// The entry point or its arguments do not fit the program.
     #[error("{0}")]
     Entry(String),
+    /// A network setting is invalid or cannot be applied (e.g. a published
+    /// port is in use).
+    #[error(transparent)]
+    Network(#[from] crate::net::NetError),
     /// Linking the program against WASI failed (e.g. an unknown import).
     #[error("cannot start {origin}: {reason}")]
     Link {

@@ -28,8 +28,11 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+pub use crate::net::OutboundRule;
+
 use crate::RuntimeError;
 use crate::limits::Limits;
+use crate::net::NetError;
 use crate::quantity::format_bytes;
 use crate::sandbox::{GuestState, grant_mounts, new_store};
 use crate::spec::Mount;
@@ -43,52 +46,6 @@ pub fn is_http_proxy(engine: &Engine, component: &Component) -> bool {
         .component_type()
         .exports(engine)
         .any(|(name, _)| name.starts_with(INCOMING_HANDLER))
-}
-
-/// A host (and optionally port) the guest may send HTTP requests to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboundRule {
-    /// Host name or IP, compared case-insensitively.
-    pub host: String,
-    /// Port; `None` allows any port.
-    pub port: Option<u16>,
-}
-
-impl OutboundRule {
-    /// Parses `HOST` or `HOST:PORT` (IPv6 as `[::1]:8080`).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "invalid outbound rule {text:?}: expected HOST or HOST:PORT, e.g. api.example.com:443"
-            )
-        };
-        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-            let (host, tail) = rest.split_once(']').ok_or_else(bad)?;
-            match tail.strip_prefix(':') {
-                Some(port) => (host, Some(port.parse().map_err(|_| bad())?)),
-                None if tail.is_empty() => (host, None),
-                None => return Err(bad()),
-            }
-        } else {
-            match text.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port.parse().map_err(|_| bad())?)),
-                None => (text, None),
-            }
-        };
-        if host.is_empty() || host.contains(['/', ' ']) {
-            return Err(bad());
-        }
-        Ok(OutboundRule {
-            host: host.to_ascii_lowercase(),
-            port,
-        })
-    }
-
-    fn allows(&self, host: &str, port: u16) -> bool {
-        self.host
-            .eq_ignore_ascii_case(host.trim_start_matches('[').trim_end_matches(']'))
-            && self.port.is_none_or(|allowed| allowed == port)
-    }
 }
 
 /// How to serve a component.
@@ -218,14 +175,9 @@ pub enum ServeError {
     /// The component cannot be served.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    /// The listening socket could not be opened.
-    #[error("cannot listen on {addr}: {reason}")]
-    Listen {
-        /// The address.
-        addr: SocketAddr,
-        /// Why (e.g. the port is in use).
-        reason: String,
-    },
+    /// The listening socket could not be opened (e.g. the port is in use).
+    #[error(transparent)]
+    Listen(#[from] NetError),
 }
 
 /// A bound server, ready to run.
@@ -305,23 +257,7 @@ pub async fn bind(
     let pre = prepare(engine, component, origin)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|error| ServeError::Listen {
-            addr: config.listen,
-            reason: if error.kind() == std::io::ErrorKind::AddrInUse {
-                match port_holder(config.listen.port()) {
-                    Some(holder) => format!(
-                        "port {} is already in use by {holder}",
-                        config.listen.port()
-                    ),
-                    None => format!(
-                        "port {} is already in use by another process",
-                        config.listen.port()
-                    ),
-                }
-            } else {
-                error.to_string()
-            },
-        })?;
+        .map_err(|error| NetError::listen(config.listen, &error))?;
     let permits = tokio::sync::Semaphore::new(config.max_concurrency.max(1));
     let allow = Arc::new(config.allow_outbound.clone());
     Ok(Listening {
@@ -502,53 +438,4 @@ impl Server {
             }
         }
     }
-}
-
-/// Who listens on TCP `port`, as `NAME (pid N)`, when the OS tells us.
-///
-/// Linux only: the listening socket's inode comes from /proc/net/tcp{,6}
-/// and is matched against every process's open file descriptors we may
-/// read. Elsewhere, or without permission, the message names only the port.
-#[cfg(target_os = "linux")]
-fn port_holder(port: u16) -> Option<String> {
-    const LISTEN: &str = "0A";
-    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .find_map(|table| {
-            let text = std::fs::read_to_string(table).ok()?;
-            text.lines().skip(1).find_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let local_port = fields.get(1)?.rsplit_once(':')?.1;
-                (u16::from_str_radix(local_port, 16).ok()? == port
-                    && fields.get(3) == Some(&LISTEN))
-                .then(|| fields.get(9).map(|inode| (*inode).to_owned()))
-                .flatten()
-            })
-        })?;
-    let wanted = format!("socket:[{inode}]");
-    for process in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = process
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else {
-            continue;
-        };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == wanted.as_str())
-        });
-        if holds {
-            let name = std::fs::read_to_string(process.path().join("comm")).unwrap_or_default();
-            return Some(format!("{} (pid {pid})", name.trim()));
-        }
-    }
-    None
-}
-
-#[cfg(not(target_os = "linux"))]
-fn port_holder(_port: u16) -> Option<String> {
-    None
 }

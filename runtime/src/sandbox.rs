@@ -13,6 +13,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, Wasi
 use crate::RuntimeError;
 use crate::engine::ensure_epoch_ticker;
 use crate::limits::{CpuThrottle, Limits, MemoryLimiter};
+use crate::net::{NetError, SocketGuard};
 use crate::program::Program;
 use crate::quantity::format_bytes;
 use crate::spec::{Entrypoint, Output, SandboxSpec, Stdin};
@@ -116,10 +117,12 @@ impl<W> GuestState<W> {
     }
 }
 
-/// WASI preview2 state: the context and the resource table.
+/// WASI preview2 state: the context, the resource table and the network
+/// policy's enforcement state.
 pub(crate) struct P2State {
     ctx: WasiCtx,
     table: ResourceTable,
+    pub(crate) net: std::sync::Arc<SocketGuard>,
 }
 
 impl WasiView for GuestState<P2State> {
@@ -297,6 +300,9 @@ pub async fn run(
     let origin = spec.program_name.clone();
     let limits = spec.limits.clone();
     match program {
+        Program::Module(_) if spec.network.listens() => {
+            Err(NetError::CannotListen { origin }.into())
+        }
         Program::Module(module) => {
             let mut builder = builder;
             let mut store = new_store(engine, builder.build_p1(), &limits);
@@ -323,9 +329,12 @@ pub async fn run(
                 });
             }
             let mut builder = builder;
+            spec.network.check_ports_free()?;
+            let net = spec.network.grant(&mut builder);
             let state = P2State {
                 ctx: builder.build(),
                 table: ResourceTable::new(),
+                net,
             };
             let mut store = new_store(engine, state, &limits);
             let linker = p2_linker(engine).map_err(|error| RuntimeError::link(&origin, &error))?;
@@ -401,6 +410,7 @@ fn p2_linker(
     cached_linker(&CACHE, engine, || {
         let mut linker = wasmtime::component::Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        crate::net::add_port_rewrite(&mut linker)?;
         Ok(linker)
     })
 }

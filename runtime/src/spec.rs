@@ -1,5 +1,5 @@
 //! What a sandbox is given: arguments, environment, mounts, working
-//! directory, limits and stdio. Everything is denied unless listed here:
+//! directory, limits, stdio and network access. Everything is denied unless listed here:
 //! no host file, environment variable or socket reaches a guest otherwise.
 //!
 //! The parsers for the user-facing forms (`HOST:GUEST[:ro]`, `KEY=VALUE`,
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::RuntimeError;
 use crate::limits::Limits;
+use crate::net::NetworkPolicy;
 
 /// A host directory made visible to the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +200,9 @@ pub struct SandboxSpec {
     pub stdout: Output,
     /// Standard error.
     pub stderr: Output,
+    /// Ports the guest may listen on and hosts it may reach (WASI preview2
+    /// components only; the default grants no network access).
+    pub network: NetworkPolicy,
 }
 
 impl SandboxSpec {

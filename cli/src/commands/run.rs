@@ -13,7 +13,8 @@ use anyhow::{Context, Result, bail};
 use berth_runtime::quantity::{parse_cpus, parse_duration, parse_memory};
 use berth_runtime::spec::{normalize_guest_path, parse_env, parse_env_file};
 use berth_runtime::{
-    CompileCache, Entrypoint, Limits, Mount, Output, SandboxSpec, Stdin, program, shared_engine,
+    CompileCache, Entrypoint, Limits, Mount, NetworkPolicy, OutboundRule, Output, PortMapping,
+    SandboxSpec, Stdin, program, shared_engine,
 };
 use clap::Args;
 
@@ -50,10 +51,11 @@ pub struct RunArgs {
     #[arg(long = "timeout", value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
 
-    /// Publish a port: [HOSTIP:]HOSTPORT:CONTAINERPORT. Serves a
-    /// wasi:http component on HOSTPORT (HOSTIP defaults to 0.0.0.0, as docker).
+    /// Publish a port: [HOSTIP:]HOSTPORT:CONTAINERPORT (HOSTIP defaults to
+    /// 0.0.0.0, as docker). Serves a wasi:http component on HOSTPORT; a
+    /// wasi:sockets program listening on CONTAINERPORT is reachable there.
     #[arg(short = 'p', long = "publish", value_name = "[HOSTIP:]HOSTPORT:CONTAINERPORT", value_parser = parse_publish)]
-    publish: Vec<Publish>,
+    publish: Vec<PortMapping>,
 
     /// HTTP: answer 504 and stop the instance when a request takes longer.
     #[arg(long = "request-timeout", value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
@@ -63,9 +65,10 @@ pub struct RunArgs {
     #[arg(long = "max-concurrency", value_name = "N", default_value_t = 1000)]
     max_concurrency: usize,
 
-    /// HTTP: allow outgoing requests to HOST[:PORT]; repeatable (default: none).
+    /// Allow outgoing HTTP requests and connections to HOST[:PORT];
+    /// repeatable (default: none).
     #[arg(long = "allow-outbound", value_name = "HOST[:PORT]", value_parser = parse_outbound)]
-    allow_outbound: Vec<berth_runtime::http::OutboundRule>,
+    allow_outbound: Vec<OutboundRule>,
 
     /// HTTP: how long a stop waits for in-flight requests.
     #[arg(long = "stop-timeout", value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
@@ -120,47 +123,12 @@ pub struct RunArgs {
     pub(crate) args: Vec<String>,
 }
 
-/// A published port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Publish {
-    host: std::net::SocketAddr,
-    container_port: u16,
+fn parse_publish(text: &str) -> Result<PortMapping, String> {
+    PortMapping::parse(text).map_err(|error| error.to_string())
 }
 
-impl Publish {
-    /// As docker's PORTS column shows it: `127.0.0.1:8080->8080/tcp`.
-    pub fn describe(&self) -> String {
-        format!("{}->{}/tcp", self.host, self.container_port)
-    }
-}
-
-/// Parses docker's `[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp]`.
-fn parse_publish(text: &str) -> Result<Publish, String> {
-    let bad = || {
-        format!(
-            "invalid port mapping {text:?}: expected [HOSTIP:]HOSTPORT:CONTAINERPORT, e.g. 8080:8080 or 127.0.0.1:10080:8080"
-        )
-    };
-    let spec = text.strip_suffix("/tcp").unwrap_or(text);
-    let (host_part, container) = spec.rsplit_once(':').ok_or_else(bad)?;
-    let container_port: u16 = container.parse().map_err(|_| bad())?;
-    let (ip, host_port) = match host_part.rsplit_once(':') {
-        Some((ip, port)) => (ip.trim_start_matches('[').trim_end_matches(']'), port),
-        None => ("0.0.0.0", host_part),
-    };
-    let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
-    let host_port: u16 = host_port.parse().map_err(|_| bad())?;
-    if container_port == 0 {
-        return Err(bad());
-    }
-    Ok(Publish {
-        host: std::net::SocketAddr::new(ip, host_port),
-        container_port,
-    })
-}
-
-fn parse_outbound(text: &str) -> Result<berth_runtime::http::OutboundRule, String> {
-    berth_runtime::http::OutboundRule::parse(text)
+fn parse_outbound(text: &str) -> Result<OutboundRule, String> {
+    OutboundRule::parse(text).map_err(|error| error.to_string())
 }
 
 /// When `berth run IMAGE` pulls, as docker's `--pull`.
@@ -184,6 +152,8 @@ struct Resolved {
     env: Vec<(String, String)>,
     mounts: Vec<Mount>,
     workdir: Option<String>,
+    /// Ports the image EXPOSEs.
+    expose: Vec<u16>,
     /// The container's private /tmp; removed when the run ends.
     scratch: Option<tempfile::TempDir>,
 }
@@ -203,7 +173,7 @@ fn is_file_target(file: &str) -> bool {
 impl RunArgs {
     /// Published ports, as docker's PORTS column shows them.
     pub(crate) fn ports(&self) -> Vec<String> {
-        self.publish.iter().map(Publish::describe).collect()
+        self.publish.iter().map(PortMapping::describe).collect()
     }
 }
 
@@ -245,6 +215,7 @@ fn run_foreground(args: RunArgs) -> Result<u8> {
             env: Vec::new(),
             mounts: Vec::new(),
             workdir: None,
+            expose: Vec::new(),
             scratch: None,
         }
     } else {
@@ -285,13 +256,6 @@ fn run_foreground(args: RunArgs) -> Result<u8> {
     {
         return serve(&args, engine, component, &resolved, env, mounts);
     }
-    if !args.publish.is_empty() {
-        bail!(
-            "{} is not a wasi:http component (it does not export wasi:http/incoming-handler), so -p has nothing to serve",
-            args.file
-        );
-    }
-
     let spec = SandboxSpec {
         program_name: resolved.program_name.clone(),
         args: resolved.args.clone(),
@@ -307,6 +271,11 @@ fn run_foreground(args: RunArgs) -> Result<u8> {
         stdin: Stdin::Inherit,
         stdout: Output::Inherit,
         stderr: Output::Inherit,
+        network: NetworkPolicy {
+            publish: args.publish.clone(),
+            expose: resolved.expose.clone(),
+            outbound: args.allow_outbound.clone(),
+        },
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -419,6 +388,10 @@ fn resolve_image(args: &RunArgs) -> Result<Resolved> {
             read_only: false,
         },
     ];
+    let mut expose = Vec::new();
+    for spec in &config.exposed_ports {
+        expose.extend(NetworkPolicy::parse_exposed(spec)?);
+    }
     let mut env = Vec::new();
     for pair in &config.env {
         if let Some((key, value)) = pair.split_once('=') {
@@ -433,6 +406,7 @@ fn resolve_image(args: &RunArgs) -> Result<Resolved> {
         env,
         mounts,
         workdir: config.workdir.clone(),
+        expose,
         scratch: Some(scratch),
     })
 }
