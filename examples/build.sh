@@ -2,7 +2,8 @@
 # Rebuilds every prebuilt example in examples/wasm/ from its source.
 #   C sources   examples/c/*.c        -> examples/wasm/NAME.wasm (core modules, wasm32-wasi)
 #   Rust        examples/rust/NAME/   -> examples/wasm/NAME.wasm (components, wasm32-wasip2):
-#               hello-p2 (wasi:cli command), http-hello and http-json (wasi:http proxies)
+#               hello-p2 (wasi:cli command), echo-server (wasi:sockets TCP server and
+#               client), http-hello and http-json (wasi:http proxies)
 # The .wat examples need no build: berth runs WebAssembly text directly.
 # Usage: examples/build.sh   (from any directory)
 set -euo pipefail
@@ -61,6 +62,7 @@ done
 # cdylib's after the library (http_hello.wasm).
 rust_examples=(
     "hello-p2   hello-p2.wasm"
+    "echo-server echo-server.wasm"
     "http-hello http_hello.wasm"
     "http-json  http_json.wasm"
 )
