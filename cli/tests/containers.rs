@@ -8,21 +8,14 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Berth, Run, example};
+use common::{Berth, Run, example, free_port, held_port};
 
 fn path(relative: &str) -> String {
     example(relative).display().to_string()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("free port")
 }
 
 /// A private BERTH_HOME whose containers are killed on drop.
@@ -301,8 +294,7 @@ fn logs_tail_and_follow() {
 #[test]
 fn startup_errors_are_reported_with_exit_125() {
     let home = Home::new();
-    let holder = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = holder.local_addr().expect("addr").port();
+    let (_holder, port) = held_port();
     let publish = format!("127.0.0.1:{port}:8080");
     home.run(&["run", "-d", "-p", &publish, &path("wasm/http-hello.wasm")])
         .expect_berth_error(&format!("port {port} is already in use"));

@@ -4,28 +4,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Stdio};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Berth, example};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("free port")
-}
-
-/// A `berth run -p` process, killed on drop; its stderr is collected.
-struct Served {
-    child: Child,
-    port: u16,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
+use common::{Berth, Served, example, free_port, held_port};
 
 impl Served {
+    /// Serves `wasm` (an example) with `extra` flags on a free port
+    /// published as container port 8080.
     fn start(berth: &Berth, extra: &[&str], wasm: &str) -> Served {
         let port = free_port();
         let publish = format!("127.0.0.1:{port}:8080");
@@ -36,68 +23,9 @@ impl Served {
         Served::spawn(berth.command(&args), port)
     }
 
-    /// Spawns `command` (which serves on `port`), collects its stderr and
-    /// waits, bounded, until the port accepts connections.
-    fn spawn(mut command: std::process::Command, port: u16) -> Served {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("spawn berth");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(mut log) = sink.lock() {
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            }
-        });
-        let mut served = Served { child, port, log };
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "server did not start: {}",
-                served.log()
-            );
-            if let Ok(Some(status)) = served.child.try_wait() {
-                panic!("berth exited early with {status}: {}", served.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        served
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().map(|log| log.clone()).unwrap_or_default()
-    }
-
-    /// The log once it contains `needle` (the log is read by another
-    /// thread, so it may lag the response), or as it is after 10 s.
-    fn log_containing(&self, needle: &str) -> String {
-        let started = Instant::now();
-        loop {
-            let log = self.log();
-            if log.contains(needle) || started.elapsed() > Duration::from_secs(10) {
-                return log;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     /// Sends one request; returns (status, headers, body).
     fn request(&self, method: &str, path: &str, body: &str) -> (u16, String, String) {
         request(self.port, method, path, body)
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -275,23 +203,16 @@ fn sigterm_drains_in_flight_requests() {
 #[test]
 fn a_port_in_use_is_a_clear_error() {
     let berth = Berth::new();
-    let holder = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = holder.local_addr().expect("addr").port();
+    let (_holder, port) = held_port();
     let publish = format!("127.0.0.1:{port}:8080");
-    let run = berth.run(&[
-        "run",
-        "-p",
-        &publish,
-        &example("wasm/http-hello.wasm").display().to_string(),
-    ]);
-    run.expect_berth_error(&format!("port {port} is already in use"));
-    #[cfg(target_os = "linux")]
-    assert!(
-        run.stderr
-            .contains(&format!("(pid {})", std::process::id())),
-        "the holder (this test process) is not named: {}",
-        run.stderr
-    );
+    berth
+        .run(&[
+            "run",
+            "-p",
+            &publish,
+            &example("wasm/http-hello.wasm").display().to_string(),
+        ])
+        .expect_port_in_use(port);
     berth
         .run(&[
             "run",

@@ -1,12 +1,15 @@
 //! Helpers shared by the CLI integration tests: locating the `berth`
 //! binary and the examples, running berth with a private `BERTH_HOME` and a
-//! bounded wait, and collecting its output.
+//! bounded wait, collecting its output, free ports, and long-running
+//! servers that are killed on drop.
 
 #![allow(dead_code)]
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The berth binary under test.
@@ -112,6 +115,20 @@ impl Berth {
 }
 
 impl Run {
+    /// Asserts berth's error for a published `port` held by this process:
+    /// the port is named and, on Linux, so is the holder.
+    pub fn expect_port_in_use(&self, port: u16) -> &Self {
+        self.expect_berth_error(&format!("port {port} is already in use"));
+        #[cfg(target_os = "linux")]
+        assert!(
+            self.stderr
+                .contains(&format!("(pid {})", std::process::id())),
+            "the holder (this test process) is not named: {}",
+            self.stderr
+        );
+        self
+    }
+
     /// Panics with the whole output unless the exit code is `code`.
     pub fn expect_code(&self, code: i32) -> &Self {
         assert_eq!(
@@ -145,4 +162,118 @@ impl Run {
         assert!(self.stdout.is_empty(), "stdout: {}", self.stdout);
         self
     }
+}
+
+/// A port on 127.0.0.1 that this process listens on while the listener
+/// lives: for port-in-use errors.
+pub fn held_port() -> (TcpListener, u16) {
+    let holder = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = holder.local_addr().expect("addr").port();
+    (holder, port)
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("free port")
+}
+
+/// A long-running berth process (a server), killed on drop; its stdout
+/// and stderr lines are collected in one log.
+pub struct Served {
+    pub child: Child,
+    /// The host port it serves on (0 when not waited for).
+    pub port: u16,
+    log: Arc<Mutex<String>>,
+}
+
+impl Served {
+    /// Spawns `command` (which serves on `port`) and waits, bounded, until
+    /// the port accepts connections.
+    pub fn spawn(command: Command, port: u16) -> Served {
+        let mut served = Served::launch(command, port);
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            served.wait_step(started, "the server did not start");
+        }
+        served
+    }
+
+    /// Spawns `command` and waits, bounded, until its log contains `needle`.
+    pub fn spawn_until(command: Command, needle: &str) -> Served {
+        let mut served = Served::launch(command, 0);
+        let started = Instant::now();
+        while !served.log().contains(needle) {
+            served.wait_step(started, &format!("no {needle:?} in the log"));
+        }
+        served
+    }
+
+    fn launch(mut command: Command, port: u16) -> Served {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn berth");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        collect_lines(stdout, log.clone());
+        collect_lines(stderr, log.clone());
+        Served { child, port, log }
+    }
+
+    /// One step of a bounded wait: fails after 30 s or when berth exited.
+    fn wait_step(&mut self, started: Instant, what: &str) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what}: {}",
+            self.log()
+        );
+        if let Ok(Some(status)) = self.child.try_wait() {
+            // Let the readers catch up with the last lines.
+            std::thread::sleep(Duration::from_millis(50));
+            panic!("berth exited early with {status}: {}", self.log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|log| log.clone()).unwrap_or_default()
+    }
+
+    /// The log once it contains `needle` (the log is read by other
+    /// threads, so it may lag), or as it is after 10 s.
+    pub fn log_containing(&self, needle: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) || started.elapsed() > Duration::from_secs(10) {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Appends the lines of `stream` to `log` on a thread of their own.
+fn collect_lines(stream: impl Read + Send + 'static, log: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if let Ok(mut log) = log.lock() {
+                log.push_str(&line);
+                log.push('\n');
+            }
+        }
+    });
 }
