@@ -207,6 +207,36 @@ fn a_detached_server_runs_logs_stops_starts_and_is_removed() {
         .expect_berth_error("no such container: web");
 }
 
+/// A wasi:sockets program run with `-d` listens on its published port
+/// exactly as in the foreground (the supervisor re-executes the same run).
+#[test]
+fn a_detached_socket_app_serves_its_published_port() {
+    let home = Home::new();
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:7000");
+    let id = home.detach(&["-p", &publish, &path("wasm/echo-server.wasm")]);
+    let stream = wait_for("the published port", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    (&stream).write_all(b"detached\n").expect("send");
+    let mut reply = [0u8; 9];
+    (&stream).read_exact(&mut reply).expect("read the echo");
+    assert_eq!(&reply, b"detached\n");
+    let logs = wait_for("the listening line", Duration::from_secs(10), || {
+        let logs = home.run(&["logs", &id]);
+        logs.stdout.contains("listening on").then_some(logs)
+    });
+    assert!(
+        logs.stdout.contains("listening on 0.0.0.0:7000"),
+        "{}",
+        logs.stdout
+    );
+    home.run(&["rm", "-f", &id]).expect_code(0);
+}
+
 #[test]
 fn rm_flag_removes_the_container_when_it_exits() {
     let home = Home::new();
