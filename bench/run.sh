@@ -99,8 +99,8 @@ fi
 if want http; then
   echo "== HTTP: berth run -p vs wasmtime serve -S cli, fresh instance per request =="
   comp="$root/examples/wasm/http-hello.wasm"
-  "$berth" run -p 127.0.0.1:18081:8080 "$comp" 2>/dev/null & bpid=$!
-  wasmtime serve -S cli --addr 127.0.0.1:18082 "$comp" 2>/dev/null & wpid=$!
+  "$berth" run -p 127.0.0.1:18081:8080 "$comp" >/dev/null 2>&1 & bpid=$!
+  wasmtime serve -S cli --addr 127.0.0.1:18082 "$comp" >/dev/null 2>&1 & wpid=$!
   sleep 2
   echo "idle RSS: berth $(ps -o rss= -p $bpid) KiB, wasmtime serve $(ps -o rss= -p $wpid) KiB"
   for c in 1 10 50; do

@@ -124,6 +124,58 @@ fn a_thousand_concurrent_requests_are_all_answered() {
 }
 
 #[test]
+fn serves_h2c_with_many_streams_on_one_connection() {
+    use http_body_util::{BodyExt, Empty};
+    let berth = Berth::new();
+    let served = Served::start(&berth, &[], "wasm/http-hello.wasm");
+    let port = served.port;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let answers = runtime.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("HTTP/2 handshake with prior knowledge");
+        tokio::spawn(connection);
+        let mut streams = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let mut sender = sender.clone();
+            streams.spawn(async move {
+                let request = hyper::Request::get(format!("http://127.0.0.1:{port}/"))
+                    .body(Empty::<bytes::Bytes>::new())
+                    .expect("request");
+                let response = sender.send_request(request).await.expect("response");
+                let version = response.version();
+                let status = response.status().as_u16();
+                let body = response.into_body().collect().await.expect("body");
+                (
+                    version,
+                    status,
+                    String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+                )
+            });
+        }
+        tokio::time::timeout(Duration::from_secs(60), streams.join_all())
+            .await
+            .expect("all streams answered within 60 s")
+    });
+    assert_eq!(answers.len(), 20);
+    for (version, status, body) in answers {
+        assert_eq!(version, hyper::Version::HTTP_2);
+        assert_eq!((status, body.as_str()), (200, "Hello from berth!\n"));
+    }
+    // HTTP/1.1 still works on the same port.
+    assert_eq!(served.request("GET", "/", "").0, 200);
+}
+
+#[test]
 fn a_trap_fails_one_request_not_the_server() {
     let berth = Berth::new();
     let served = Served::start(&berth, &[], "wasm/http-hello.wasm");

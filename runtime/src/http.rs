@@ -1,5 +1,5 @@
-//! Serving wasi:http/proxy components: a hyper HTTP/1.1 server on a host
-//! port that runs a fresh instance of the component for every request.
+//! Serving wasi:http/proxy components: a hyper HTTP/1.1 and h2c server on a
+//! host port that runs a fresh instance of the component for every request.
 //!
 //! The component is linked once ([`ProxyPre`]); each request gets its own
 //! store with the per-request memory limit, CPU quota and a deadline, so one
@@ -196,6 +196,11 @@ impl Listening {
     /// to the grace period for in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Listening { server, listener } = self;
+        // HTTP/1.1, and HTTP/2 over cleartext for clients that open with
+        // the HTTP/2 preface (h2c with prior knowledge).
+        let protocols = Arc::new(hyper_util::server::conn::auto::Builder::new(
+            hyper_util::rt::TokioExecutor::new(),
+        ));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -211,13 +216,13 @@ impl Listening {
                     };
                     let _ = stream.set_nodelay(true);
                     let server = server.clone();
+                    let protocols = protocols.clone();
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |request| {
                             let server = server.clone();
                             async move { Ok::<_, Infallible>(server.handle(request).await) }
                         });
-                        if let Err(error) = hyper::server::conn::http1::Builder::new()
-                            .keep_alive(true)
+                        if let Err(error) = protocols
                             .serve_connection(TokioIo::new(stream), service)
                             .await
                         {
