@@ -300,7 +300,9 @@ pub async fn run(
     let origin = spec.program_name.clone();
     let limits = spec.limits.clone();
     match program {
-        Program::Module(_) if spec.network.listens() => {
+        // Only an explicit `-p` is refused: an image's EXPOSE is metadata,
+        // and a module that cannot listen simply never uses it.
+        Program::Module(_) if !spec.network.publish.is_empty() => {
             Err(NetError::CannotListen { origin }.into())
         }
         Program::Module(module) => {
