@@ -40,6 +40,13 @@ use crate::spec::Mount;
 /// The export that marks a component as a wasi:http proxy.
 const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 
+/// Whether `bytes` are a component exporting `wasi:http/incoming-handler`,
+/// told from its export names without compiling it (so the caller can pick
+/// the serving engine before compiling).
+pub fn exports_http_handler(bytes: &[u8]) -> bool {
+    crate::program::component_exports(bytes, INCOMING_HANDLER)
+}
+
 /// Whether `component` exports `wasi:http/incoming-handler` (any 0.2.x).
 pub fn is_http_proxy(engine: &Engine, component: &Component) -> bool {
     component

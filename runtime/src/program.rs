@@ -153,9 +153,47 @@ pub fn load_file(
     path: &Path,
     cache: Option<&CompileCache>,
 ) -> Result<Program, RuntimeError> {
-    let bytes =
-        std::fs::read(path).map_err(|source| RuntimeError::io("cannot read", path, source))?;
+    let bytes = read_file(path)?;
     load_bytes(engine, &bytes, &path.display().to_string(), cache)
+}
+
+/// Reads `path`, as [`load_bytes`] wants it.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, RuntimeError> {
+    std::fs::read(path).map_err(|source| RuntimeError::io("cannot read", path, source))
+}
+
+/// Whether `bytes` (binary or text) are a component with a top-level
+/// export whose name starts with `prefix`, read from its export section
+/// without compiling it. Anything unreadable answers `false`; compiling
+/// reports the real error.
+pub fn component_exports(bytes: &[u8], prefix: &str) -> bool {
+    let Ok((binary, WasmKind::Component)) = to_binary(bytes, "") else {
+        return false;
+    };
+    // Nested modules and components are parsed inline; only exports at
+    // depth 0 belong to the component itself.
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(&binary) {
+        match payload {
+            Ok(
+                wasmparser::Payload::ModuleSection { .. }
+                | wasmparser::Payload::ComponentSection { .. },
+            ) => depth += 1,
+            Ok(wasmparser::Payload::End(_)) => depth = depth.saturating_sub(1),
+            Ok(wasmparser::Payload::ComponentExportSection(exports)) if depth == 0 => {
+                if exports
+                    .into_iter()
+                    .flatten()
+                    .any(|export| export.name.name.starts_with(prefix))
+                {
+                    return true;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Classifies and compiles `bytes`; `origin` names them in messages.
@@ -199,6 +237,47 @@ mod tests {
         assert!(binary.starts_with(WASM_MAGIC));
         let (_, kind) = to_binary(b"(component)", "t").expect("valid component wat");
         assert_eq!(kind, WasmKind::Component);
+    }
+
+    #[test]
+    fn reads_only_the_components_own_exports() {
+        let example = |name: &str| {
+            std::fs::read(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../examples/wasm")
+                    .join(name),
+            )
+            .expect("example wasm")
+        };
+        let handler = "wasi:http/incoming-handler@0.2";
+        assert!(component_exports(&example("http-hello.wasm"), handler));
+        assert!(!component_exports(
+            &example("http-hello.wasm"),
+            "wasi:cli/run"
+        ));
+        assert!(component_exports(
+            &example("hello-p2.wasm"),
+            "wasi:cli/run@0.2"
+        ));
+        assert!(!component_exports(&example("hello-p2.wasm"), handler));
+        assert!(!component_exports(&example("hello.wasm"), "_start"));
+        // A nested component's export is not the outer component's.
+        let nested = br#"(component
+            (component $inner
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                (export "wasi:http/incoming-handler@0.2.0" (func $f)))
+        )"#;
+        assert!(matches!(
+            to_binary(nested, "t"),
+            Ok((_, WasmKind::Component))
+        ));
+        assert!(!component_exports(nested, handler));
+        let mut truncated = example("http-hello.wasm");
+        truncated.truncate(truncated.len() / 2);
+        assert!(!component_exports(&truncated, handler));
+        assert!(!component_exports(b"garbage", handler));
     }
 
     #[test]

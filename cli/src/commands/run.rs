@@ -241,16 +241,25 @@ fn run_foreground(args: RunArgs) -> Result<u8> {
         None => resolved.workdir.clone(),
     };
 
-    let engine = if args.publish.is_empty() {
-        shared_engine()?
-    } else {
+    // Only a wasi:http component served on a published port gets the
+    // pooling engine; reserving the pool costs a few milliseconds of start-up
+    // that socket apps and commands do not need.
+    let bytes = program::read_file(&resolved.path)?;
+    let engine = if !args.publish.is_empty() && berth_runtime::http::exports_http_handler(&bytes) {
         berth_runtime::engine::serving_engine(berth_runtime::engine::PoolSizing {
             concurrent_instances: u32::try_from(args.max_concurrency).unwrap_or(u32::MAX),
             max_memory_bytes: args.memory.unwrap_or(4 << 30),
         })?
+    } else {
+        shared_engine()?
     };
     let cache = CompileCache::new(crate::home::compile_cache_dir()?);
-    let program = program::load_file(engine, &resolved.path, Some(&cache))?;
+    let program = program::load_bytes(
+        engine,
+        &bytes,
+        &resolved.path.display().to_string(),
+        Some(&cache),
+    )?;
     if let berth_runtime::Program::Component(component) = &program
         && berth_runtime::http::is_http_proxy(engine, component)
     {
