@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Rebuilds every prebuilt example in examples/wasm/ from its source.
+# Rebuilds the prebuilt C and Rust examples in examples/wasm/ from source.
 #   C sources   examples/c/*.c        -> examples/wasm/NAME.wasm (core modules, wasm32-wasi)
 #   Rust        examples/rust/NAME/   -> examples/wasm/NAME.wasm (components, wasm32-wasip2):
 #               hello-p2 (wasi:cli command), echo-server (wasi:sockets TCP server and
 #               client), http-hello and http-json (wasi:http proxies)
 # The .wat examples need no build: berth runs WebAssembly text directly.
+# The JavaScript and Python examples have their own scripts, js/build.sh
+# (wasm/http-hello-js.wasm) and python/build.sh, with their own toolchains.
 # Usage: examples/build.sh   (from any directory)
 set -euo pipefail
 

@@ -14,13 +14,30 @@ impl Served {
     /// Serves `wasm` (an example) with `extra` flags on a free port
     /// published as container port 8080.
     fn start(berth: &Berth, extra: &[&str], wasm: &str) -> Served {
+        Served::start_within(berth, extra, wasm, Duration::from_secs(30))
+    }
+
+    /// [`Served::start`], allowing `limit` for berth to compile the
+    /// component and start listening.
+    fn start_within(berth: &Berth, extra: &[&str], wasm: &str, limit: Duration) -> Served {
         let port = free_port();
         let publish = format!("127.0.0.1:{port}:8080");
         let wasm = example(wasm).display().to_string();
         let mut args = vec!["run", "-p", publish.as_str()];
         args.extend(extra);
         args.push(&wasm);
-        Served::spawn(berth.command(&args), port)
+        Served::spawn_within(berth.command(&args), port, limit)
+    }
+
+    /// `GET path` answers `status` with the plain-text `body`.
+    fn expect_text(&self, path: &str, status: u16, body: &str) {
+        let (got, head, got_body) = self.request("GET", path, "");
+        assert_eq!((got, got_body.as_str()), (status, body), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: text/plain"),
+            "{head}"
+        );
     }
 
     /// Sends one request; returns (status, headers, body).
@@ -55,16 +72,8 @@ fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String, Str
 fn serves_responses_with_headers_env_and_logs() {
     let berth = Berth::new();
     let served = Served::start(&berth, &["-e", "GREETING=hello"], "wasm/http-hello.wasm");
-    let (status, head, body) = served.request("GET", "/", "");
-    assert_eq!(status, 200, "{head}");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain"),
-        "{head}"
-    );
-    assert_eq!(body, "Hello from berth!\n");
-    let (status, _, body) = served.request("GET", "/env?name=GREETING", "");
-    assert_eq!((status, body.as_str()), (200, "hello\n"));
+    served.expect_text("/", 200, "Hello from berth!\n");
+    served.expect_text("/env?name=GREETING", 200, "hello\n");
     let (status, _, body) = served.request("POST", "/echo", "ping");
     assert_eq!(status, 200);
     assert!(body.contains("ping"), "{body}");
@@ -78,6 +87,31 @@ fn serves_responses_with_headers_env_and_logs() {
         "{head}"
     );
     assert_eq!(body, r#"[{"id":1,"name":"berth"}]"#);
+}
+
+/// A component from ComponentizeJS (examples/js, SpiderMonkey inside)
+/// imports wasi:cli (environment, stdio, terminal) and wasi:filesystem
+/// beside wasi:http: it is served as it is, with env from `-e` and its
+/// console.log lines in the log.
+#[test]
+fn serves_a_componentize_js_component_unchanged() {
+    let berth = Berth::new();
+    // ~13 MB of SpiderMonkey: compiling it on a cold cache takes a while
+    // on a small machine that is also running other tests.
+    let served = Served::start_within(
+        &berth,
+        &["-e", "GREETING=hello from js"],
+        "wasm/http-hello-js.wasm",
+        Duration::from_secs(180),
+    );
+    served.expect_text("/", 200, "Hello from JavaScript on berth!\n");
+    served.expect_text("/env?name=GREETING", 200, "hello from js\n");
+    served.expect_text("/env?name=UNSET", 404, "not set\n");
+    assert_eq!(served.request("POST", "/", "x").0, 404);
+    let log = served.log_containing("request POST /");
+    for line in ["request GET /env", "request POST /"] {
+        assert!(log.contains(line), "{line:?} not in the log: {log}");
+    }
 }
 
 #[test]

@@ -180,6 +180,9 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// How long a served app may take to start listening.
+const START_LIMIT: Duration = Duration::from_secs(30);
+
 /// A long-running berth process (a server), killed on drop; its stdout
 /// and stderr lines are collected in one log.
 pub struct Served {
@@ -193,10 +196,16 @@ impl Served {
     /// Spawns `command` (which serves on `port`) and waits, bounded, until
     /// the port accepts connections.
     pub fn spawn(command: Command, port: u16) -> Served {
+        Served::spawn_within(command, port, START_LIMIT)
+    }
+
+    /// [`Served::spawn`] with a longer bound, for components that take
+    /// long to compile on a cold cache (an embedded interpreter).
+    pub fn spawn_within(command: Command, port: u16, limit: Duration) -> Served {
         let mut served = Served::launch(command, port);
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            served.wait_step(started, "the server did not start");
+            served.wait_step(started, limit, "the server did not start");
         }
         served
     }
@@ -206,7 +215,7 @@ impl Served {
         let mut served = Served::launch(command, 0);
         let started = Instant::now();
         while !served.log().contains(needle) {
-            served.wait_step(started, &format!("no {needle:?} in the log"));
+            served.wait_step(started, START_LIMIT, &format!("no {needle:?} in the log"));
         }
         served
     }
@@ -225,13 +234,9 @@ impl Served {
         Served { child, port, log }
     }
 
-    /// One step of a bounded wait: fails after 30 s or when berth exited.
-    fn wait_step(&mut self, started: Instant, what: &str) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{what}: {}",
-            self.log()
-        );
+    /// One step of a bounded wait: fails after `limit` or when berth exited.
+    fn wait_step(&mut self, started: Instant, limit: Duration, what: &str) {
+        assert!(started.elapsed() < limit, "{what}: {}", self.log());
         if let Ok(Some(status)) = self.child.try_wait() {
             // Let the readers catch up with the last lines.
             std::thread::sleep(Duration::from_millis(50));
