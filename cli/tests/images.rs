@@ -123,6 +123,70 @@ fn pushing_to_an_authenticated_registry_needs_login() {
     fresh.run(&["pull", &name]).expect_code(125);
 }
 
+/// Files in `berth`'s compile cache.
+fn compiled_entries(berth: &Berth) -> usize {
+    std::fs::read_dir(berth.home.path().join("cache/compiled"))
+        .map(|entries| entries.flatten().filter(|e| e.path().is_file()).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn build_pull_and_load_precompile_the_entrypoint() {
+    let registry = Registry::start(None).expect("start registry");
+    let ctx =
+        context("FROM scratch\nCOPY hello-p2.wasm /hello.wasm\nENTRYPOINT [\"/hello.wasm\"]\n");
+    let ctx_path = ctx.path().display().to_string();
+    let name = format!("{}/pre/hello:v1", registry.host());
+
+    let builder = Berth::new();
+    builder
+        .run(&["build", "-q", "-t", &name, &ctx_path])
+        .expect_code(0);
+    assert_eq!(
+        compiled_entries(&builder),
+        1,
+        "build compiles the entrypoint"
+    );
+    builder.run(&["push", &name]).expect_code(0);
+    let out = tempfile::tempdir().expect("out");
+    let tar = out.path().join("hello.tar");
+    builder
+        .run(&["save", "-o", &tar.display().to_string(), &name])
+        .expect_code(0);
+
+    let puller = Berth::new();
+    puller.run(&["pull", &name]).expect_code(0);
+    assert_eq!(compiled_entries(&puller), 1, "pull compiles the entrypoint");
+    // `run` finds the compiled program rather than compiling another.
+    let run = puller.run(&["run", &name]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("preview2"), "{}", run.stdout);
+    assert_eq!(compiled_entries(&puller), 1);
+
+    let loader = Berth::new();
+    loader
+        .run(&["load", "-i", &tar.display().to_string()])
+        .expect_code(0);
+    assert_eq!(compiled_entries(&loader), 1, "load compiles the entrypoint");
+
+    // An image whose program does not compile is still built; the reason
+    // is a warning, and running it reports the error.
+    let bad =
+        context("FROM scratch\nCOPY broken.wasm /broken.wasm\nENTRYPOINT [\"/broken.wasm\"]\n");
+    std::fs::write(bad.path().join("broken.wasm"), b"\0asm\x01\0\0\0\xff\xff").expect("write");
+    let built = builder.run(&["build", "-t", "bad:v1", &bad.path().display().to_string()]);
+    built.expect_code(0);
+    assert!(
+        built.stderr.contains("cannot precompile") && built.stderr.contains("broken.wasm"),
+        "{}",
+        built.stderr
+    );
+    assert_eq!(compiled_entries(&builder), 1);
+    builder
+        .run(&["run", "bad:v1"])
+        .expect_berth_error("broken.wasm");
+}
+
 #[test]
 fn save_and_load_round_trip() {
     let berth = Berth::new();

@@ -146,6 +146,9 @@ pub enum PullPolicy {
 /// image's configuration.
 struct Resolved {
     path: PathBuf,
+    /// How messages name the program: the file as given, or its path in
+    /// the image.
+    origin: String,
     entrypoint: Entrypoint,
     program_name: String,
     args: Vec<String>,
@@ -208,6 +211,7 @@ fn run_foreground(args: RunArgs) -> Result<u8> {
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_else(|| args.file.clone());
         Resolved {
+            origin: path.display().to_string(),
             path,
             entrypoint,
             program_name,
@@ -254,12 +258,7 @@ fn run_foreground(args: RunArgs) -> Result<u8> {
         shared_engine()?
     };
     let cache = CompileCache::new(crate::home::compile_cache_dir()?);
-    let program = program::load_bytes(
-        engine,
-        &bytes,
-        &resolved.path.display().to_string(),
-        Some(&cache),
-    )?;
+    let program = program::load_bytes(engine, &bytes, &resolved.origin, Some(&cache))?;
     if let berth_runtime::Program::Component(component) = &program
         && berth_runtime::http::is_http_proxy(engine, component)
     {
@@ -319,6 +318,88 @@ fn run_foreground(args: RunArgs) -> Result<u8> {
     std::process::exit(i32::from(code));
 }
 
+/// The program an image runs, found in its unpacked root filesystem.
+struct ImageProgram {
+    config: berth_registry::RunConfig,
+    rootfs: PathBuf,
+    /// The program's absolute path inside the image.
+    guest_program: String,
+    /// The program's file on the host.
+    path: PathBuf,
+    /// Arguments after the program.
+    guest_args: Vec<String>,
+}
+
+/// Unpacks image `digest` (once, cached) and finds the program its
+/// ENTRYPOINT and CMD name (or `entrypoint`, which replaces both), with
+/// `args` replacing CMD as docker does. `None` when the image names no
+/// program.
+fn image_program(
+    store: &berth_registry::Store,
+    digest: &str,
+    manifest: &berth_registry::image::Manifest,
+    image: &str,
+    entrypoint: Option<&str>,
+    args: &[String],
+) -> Result<Option<ImageProgram>> {
+    let config = berth_registry::image::run_config_of(store, digest, manifest)?;
+    let mut image_config = config.clone();
+    if let Some(path) = entrypoint {
+        image_config.entrypoint = vec![path.to_owned()];
+        image_config.cmd.clear();
+    }
+    let argv = image_config.argv(args);
+    let Some((program, guest_args)) = argv.split_first() else {
+        return Ok(None);
+    };
+    let guest_program = normalize_guest_path(program).with_context(|| {
+        format!("the image's entrypoint {program:?} is not an absolute path inside the image")
+    })?;
+    let rootfs = berth_registry::unpack::rootfs_of(
+        store,
+        digest,
+        manifest,
+        &crate::home::rootfs_cache_dir()?,
+    )?;
+    let path = rootfs.join(guest_program.trim_start_matches('/'));
+    if !path.is_file() {
+        bail!("the image's entrypoint {guest_program} does not exist in image {image:?}");
+    }
+    Ok(Some(ImageProgram {
+        config,
+        rootfs,
+        guest_program,
+        path,
+        guest_args: guest_args.to_vec(),
+    }))
+}
+
+/// How messages name a program inside an image: `/app/x.wasm in IMAGE`.
+fn image_origin(guest_program: &str, image: &str) -> String {
+    format!("{guest_program} in {image}")
+}
+
+/// Compiles the program of local image `image` into the compile cache, so
+/// that its first `berth run` starts without compiling (large components
+/// take seconds to compile). Failing only warns: the image is stored either
+/// way, and `berth run` reports the same error when it runs it.
+pub(crate) fn precompile_image(image: &str) {
+    let precompile = || -> Result<()> {
+        let store = crate::home::open_store()?;
+        let (digest, manifest) = store.resolve(image)?;
+        if let Some(found) = image_program(&store, &digest, &manifest, image, None, &[])? {
+            let cache = CompileCache::new(crate::home::compile_cache_dir()?);
+            let bytes = program::read_file(&found.path)?;
+            let origin = image_origin(&found.guest_program, image);
+            program::load_bytes(shared_engine()?, &bytes, &origin, Some(&cache))?;
+        }
+        Ok(())
+    };
+    if let Err(error) = precompile() {
+        eprintln!("berth: warning: cannot precompile {image}: {error:#}");
+    }
+}
+
 /// Resolves `berth run IMAGE`: finds or pulls the image, unpacks its
 /// layers (once, cached) to mount read-only at `/`, gives the container a
 /// private writable `/tmp`, and applies ENV, WORKDIR, ENTRYPOINT and CMD
@@ -345,38 +426,25 @@ fn resolve_image(args: &RunArgs) -> Result<Resolved> {
             store.resolve(&digest)?
         }
     };
-    let config = berth_registry::image::run_config_of(&store, &digest, &manifest)?;
-    let rootfs = berth_registry::unpack::rootfs_of(
+    let ImageProgram {
+        config,
+        rootfs,
+        guest_program,
+        path,
+        guest_args,
+    } = image_program(
         &store,
         &digest,
         &manifest,
-        &crate::home::rootfs_cache_dir()?,
-    )?;
-
-    let mut entrypoint = config.entrypoint.clone();
-    let mut cmd = config.cmd.clone();
-    if let Some(path) = &args.entrypoint {
-        entrypoint = vec![path.clone()];
-        cmd.clear();
-    }
-    let image_config = berth_registry::RunConfig {
-        entrypoint,
-        cmd,
-        ..config.clone()
-    };
-    let argv = image_config.argv(&args.args);
-    let Some((program, guest_args)) = argv.split_first() else {
-        bail!(
+        image,
+        args.entrypoint.as_deref(),
+        &args.args,
+    )?
+    .with_context(|| {
+        format!(
             "image {image:?} has no ENTRYPOINT or CMD: give the wasm path with --entrypoint PATH"
-        );
-    };
-    let guest_program = normalize_guest_path(program).with_context(|| {
-        format!("the image's entrypoint {program:?} is not an absolute path inside the image")
+        )
     })?;
-    let path = rootfs.join(guest_program.trim_start_matches('/'));
-    if !path.is_file() {
-        bail!("the image's entrypoint {guest_program} does not exist in image {image:?}");
-    }
 
     let containers = crate::home::containers_dir()?;
     std::fs::create_dir_all(&containers)
@@ -408,10 +476,11 @@ fn resolve_image(args: &RunArgs) -> Result<Resolved> {
         }
     }
     Ok(Resolved {
+        origin: image_origin(&guest_program, image),
         path,
         entrypoint: Entrypoint::Command,
         program_name: guest_program,
-        args: guest_args.to_vec(),
+        args: guest_args,
         env,
         mounts,
         workdir: config.workdir.clone(),
