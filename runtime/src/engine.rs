@@ -65,8 +65,11 @@ pub(crate) fn ensure_epoch_ticker(engine: &'static Engine) {
 }
 
 /// Bytes of each pooled linear memory kept resident (reset in place rather
-/// than unmapped) between instances: a typical handler's heap and stack.
-const KEEP_RESIDENT_MEMORY: usize = 4 << 20;
+/// than unmapped) between instances. With PAGEMAP_SCAN this is a budget of
+/// dirtied pages, not a prefix: a small handler dirties well under it and
+/// never pays an madvise; a large one keeps at most this much per slot, so
+/// a server's memory after a load peak stays near peak concurrency × 1 MiB.
+const KEEP_RESIDENT_MEMORY: usize = 1 << 20;
 
 /// Bytes of each pooled table kept resident between instances.
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
@@ -105,10 +108,10 @@ pub fn serving_engine(sizing: PoolSizing) -> Result<&'static Engine, crate::Runt
     // A slot's memory is reset when its instance ends. By default that is
     // an madvise per slot, which unmaps the pages: every request then
     // page-faults its heap back in and the unmapping costs TLB shootdowns
-    // across cores. Keeping the first few MiB resident and resetting them
-    // in place (only the pages actually dirtied, where the kernel offers
-    // PAGEMAP_SCAN, Linux 6.7+) roughly doubles requests per second for a
-    // small handler; see docs/benchmarks.md.
+    // across cores. Keeping up to 1 MiB resident and resetting it in place
+    // (only the pages actually dirtied, where the kernel offers PAGEMAP_SCAN,
+    // Linux 6.7+) roughly doubles requests per second for a small handler;
+    // see docs/benchmarks.md.
     pool.linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
         .table_keep_resident(KEEP_RESIDENT_TABLE)
         .pagemap_scan(wasmtime::Enabled::Auto);
