@@ -156,6 +156,10 @@ pub struct ContainerConfig {
     pub image: String,
     /// The arguments after FILE|IMAGE.
     pub command: Vec<String>,
+    /// For an image that was local at creation: the program and arguments
+    /// its ENTRYPOINT and CMD give (ARGS replacing CMD), as `ps` shows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_argv: Option<Vec<String>>,
     /// Published ports, as `HOSTIP:HOSTPORT->CONTAINERPORT/tcp`.
     pub ports: Vec<String>,
     /// The restart policy.
@@ -936,6 +940,7 @@ mod tests {
             cwd: PathBuf::from("/"),
             image: "app.wasm".into(),
             command: Vec::new(),
+            image_argv: None,
             ports: Vec::new(),
             restart: RestartPolicy::No,
             auto_remove: false,

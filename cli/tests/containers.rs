@@ -399,3 +399,43 @@ fn a_dead_supervisor_shows_as_exited() {
     );
     home.run(&["rm", "orphan"]).expect_code(0);
 }
+
+#[test]
+fn ps_shows_what_an_image_runs() {
+    let home = Home::new();
+    let context = tempfile::tempdir().expect("context");
+    std::fs::copy(path("wasm/hello.wasm"), context.path().join("hello.wasm")).expect("copy");
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM scratch\nCOPY hello.wasm /app/hello.wasm\nENTRYPOINT [\"/app/hello.wasm\"]\nCMD [\"x\"]\n",
+    )
+    .expect("Dockerfile");
+    home.run(&[
+        "build",
+        "-q",
+        "-t",
+        "greeter",
+        &context.path().display().to_string(),
+    ])
+    .expect_code(0);
+    home.detach(&["--name", "from-image", "greeter"]);
+    home.detach(&["--name", "with-args", "greeter", "y"]);
+    let all = wait_for("both to exit", Duration::from_secs(30), || {
+        let all = home.run(&["ps", "-a"]);
+        ["from-image", "with-args"]
+            .iter()
+            .all(|name| row(&all, name).is_some_and(|row| row.contains("Exited (0)")))
+            .then_some(all)
+    });
+    // docker's COMMAND: ENTRYPOINT then CMD, or the given arguments.
+    assert!(
+        row(&all, "from-image").is_some_and(|row| row.contains("\"/app/hello.wasm x\"")),
+        "{}",
+        all.stdout
+    );
+    assert!(
+        row(&all, "with-args").is_some_and(|row| row.contains("\"/app/hello.wasm y\"")),
+        "{}",
+        all.stdout
+    );
+}

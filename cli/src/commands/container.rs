@@ -126,6 +126,7 @@ pub fn run_detached(args: RunArgs) -> Result<u8> {
         cwd,
         image: args.file.clone(),
         command: args.args.clone(),
+        image_argv: crate::commands::run::local_image_argv(&args),
         ports: args.ports(),
         restart: args.restart,
         auto_remove: args.auto_remove,
@@ -297,14 +298,19 @@ pub fn ps_command(args: PsArgs) -> Result<u8> {
 
 /// The program and its arguments, quoted and shortened as docker does.
 fn command_column(container: &Container) -> String {
-    let image = &container.config.image;
-    let program = std::path::Path::new(image)
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| image.clone());
-    let mut words = vec![program];
-    words.extend(container.config.command.iter().cloned());
-    let command = words.join(" ");
+    let command = match &container.config.image_argv {
+        Some(argv) => argv.join(" "),
+        None => {
+            let image = &container.config.image;
+            let program = std::path::Path::new(image)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|| image.clone());
+            let mut words = vec![program];
+            words.extend(container.config.command.iter().cloned());
+            words.join(" ")
+        }
+    };
     let shortened = if command.chars().count() > 20 {
         let mut short: String = command.chars().take(19).collect();
         short.push('…');

@@ -343,12 +343,7 @@ fn image_program(
     args: &[String],
 ) -> Result<Option<ImageProgram>> {
     let config = berth_registry::image::run_config_of(store, digest, manifest)?;
-    let mut image_config = config.clone();
-    if let Some(path) = entrypoint {
-        image_config.entrypoint = vec![path.to_owned()];
-        image_config.cmd.clear();
-    }
-    let argv = image_config.argv(args);
+    let argv = image_argv(&config, entrypoint, args);
     let Some((program, guest_args)) = argv.split_first() else {
         return Ok(None);
     };
@@ -372,6 +367,39 @@ fn image_program(
         path,
         guest_args: guest_args.to_vec(),
     }))
+}
+
+/// For `berth run IMAGE` with IMAGE in the local store: the program and
+/// arguments it will run (ENTRYPOINT, then ARGS or CMD; `--entrypoint`
+/// replacing both), as `berth ps` shows them. `None` for files, images not
+/// pulled yet, or anything unreadable.
+pub(crate) fn local_image_argv(args: &RunArgs) -> Option<Vec<String>> {
+    if is_file_target(&args.file) {
+        return None;
+    }
+    let store = crate::home::open_store().ok()?;
+    let (digest, manifest) = store.resolve(&args.file).ok()?;
+    let config = berth_registry::image::run_config_of(&store, &digest, &manifest).ok()?;
+    Some(image_argv(&config, args.entrypoint.as_deref(), &args.args))
+        .filter(|argv| !argv.is_empty())
+}
+
+/// What an image runs, as docker decides it: ENTRYPOINT then ARGS, or CMD
+/// when there are no ARGS; `--entrypoint` replaces ENTRYPOINT and drops CMD.
+fn image_argv(
+    config: &berth_registry::RunConfig,
+    entrypoint: Option<&str>,
+    args: &[String],
+) -> Vec<String> {
+    match entrypoint {
+        Some(path) => berth_registry::RunConfig {
+            entrypoint: vec![path.to_owned()],
+            cmd: Vec::new(),
+            ..config.clone()
+        }
+        .argv(args),
+        None => config.argv(args),
+    }
 }
 
 /// How messages name a program inside an image: `/app/x.wasm in IMAGE`.
