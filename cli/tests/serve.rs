@@ -71,7 +71,11 @@ fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String, Str
 #[test]
 fn serves_responses_with_headers_env_and_logs() {
     let berth = Berth::new();
-    let served = Served::start(&berth, &["-e", "GREETING=hello"], "wasm/http-hello.wasm");
+    let served = Served::start(
+        &berth,
+        &["-e", "GREETING=first", "-e", "GREETING=hello"],
+        "wasm/http-hello.wasm",
+    );
     served.expect_text("/", 200, "Hello from berth!\n");
     served.expect_text("/env?name=GREETING", 200, "hello\n");
     let (status, _, body) = served.request("POST", "/echo", "ping");

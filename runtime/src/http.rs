@@ -67,7 +67,8 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Requests handled at once; more wait (up to `request_timeout`), then 503.
     pub max_concurrency: usize,
-    /// Environment of every instance.
+    /// Environment of every instance; later duplicates override earlier
+    /// ones.
     pub env: Vec<(String, String)>,
     /// Directories every instance sees.
     pub mounts: Vec<Mount>,
@@ -264,9 +265,11 @@ pub async fn bind(
     engine: &'static Engine,
     component: &Component,
     origin: &str,
-    config: ServeConfig,
+    mut config: ServeConfig,
 ) -> Result<Listening, ServeError> {
     let pre = prepare(engine, component, origin)?;
+    // Merged once here rather than per request.
+    config.env = crate::spec::merge_env(&config.env);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|error| NetError::listen(config.listen, &error))?;

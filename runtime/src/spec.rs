@@ -177,6 +177,19 @@ pub enum Entrypoint {
     Export(String),
 }
 
+/// `env` with later duplicates overriding earlier ones, in first-seen
+/// order (docker's behaviour for repeated `-e` and image `ENV`).
+pub fn merge_env(env: &[(String, String)]) -> Vec<(String, String)> {
+    let mut merged: Vec<(String, String)> = Vec::with_capacity(env.len());
+    for (key, value) in env {
+        match merged.iter_mut().find(|(existing, _)| existing == key) {
+            Some(slot) => slot.1 = value.clone(),
+            None => merged.push((key.clone(), value.clone())),
+        }
+    }
+    merged
+}
+
 /// Everything a sandbox needs besides the program.
 #[derive(Debug, Default)]
 pub struct SandboxSpec {
@@ -209,14 +222,7 @@ impl SandboxSpec {
     /// The environment with later duplicates overriding earlier ones, in
     /// first-seen order (docker's behaviour for repeated `-e`).
     pub fn effective_env(&self) -> Vec<(String, String)> {
-        let mut merged: Vec<(String, String)> = Vec::with_capacity(self.env.len());
-        for (key, value) in &self.env {
-            match merged.iter_mut().find(|(existing, _)| existing == key) {
-                Some(slot) => slot.1 = value.clone(),
-                None => merged.push((key.clone(), value.clone())),
-            }
-        }
-        merged
+        merge_env(&self.env)
     }
 
     /// The host directory that backs guest path `guest`, if a mount covers it.
