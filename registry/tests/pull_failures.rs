@@ -22,20 +22,37 @@ fn tmp_files(store: &berth_registry::Store) -> TestResult<usize> {
     Ok(std::fs::read_dir(store.root().join("tmp"))?.count())
 }
 
-#[tokio::test]
-async fn corrupted_blob_is_rejected_and_nothing_stored() -> TestResult {
-    let reg = Registry::start(None)?;
+/// A fresh store holding hello-p2 built as `format`, tagged
+/// `REGISTRY/berth/NAME:v1` and pushed to `reg`; returns the store (with
+/// its directory), the tag and the build.
+async fn pushed_hello(
+    reg: &Registry,
+    name: &str,
+    format: ImageFormat,
+) -> TestResult<(
+    tempfile::TempDir,
+    berth_registry::Store,
+    String,
+    berth_registry::build::BuildOutcome,
+)> {
     let wasm = example_wasm("hello-p2.wasm")?;
-    let (_d, store) = store()?;
-    let tag = format!("{}/berth/corrupt:v1", reg.host());
+    let (dir, store) = store()?;
+    let tag = format!("{}/berth/{name}:v1", reg.host());
     let built = build_image(
         &store,
         DOCKERFILE,
         &[("hello-p2.wasm", &wasm)],
         &tag,
-        ImageFormat::Artifact,
+        format,
     )?;
     client::push(&store, &tag, None, &RemoteOptions::default()).await?;
+    Ok((dir, store, tag, built))
+}
+
+#[tokio::test]
+async fn corrupted_blob_is_rejected_and_nothing_stored() -> TestResult {
+    let reg = Registry::start(None)?;
+    let (_d, store, tag, built) = pushed_hello(&reg, "corrupt", ImageFormat::Artifact).await?;
     let (_, manifest) = store.resolve(&built.digest)?;
     let layer = manifest.layers[0].digest.clone();
 
@@ -114,17 +131,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, limit: usize) {
 #[tokio::test]
 async fn interrupted_pull_leaves_no_image_and_next_pull_works() -> TestResult {
     let reg = Registry::start(None)?;
-    let wasm = example_wasm("hello-p2.wasm")?;
-    let (_d, store) = store()?;
-    let tag = format!("{}/berth/cut:v1", reg.host());
-    let built = build_image(
-        &store,
-        DOCKERFILE,
-        &[("hello-p2.wasm", &wasm)],
-        &tag,
-        ImageFormat::Image,
-    )?;
-    client::push(&store, &tag, None, &RemoteOptions::default()).await?;
+    let (_d, store, _tag, built) = pushed_hello(&reg, "cut", ImageFormat::Image).await?;
     let (_, manifest) = store.resolve(&built.digest)?;
     let layer = manifest.layers[0].clone();
     assert!(
@@ -163,17 +170,7 @@ async fn interrupted_pull_leaves_no_image_and_next_pull_works() -> TestResult {
 #[tokio::test]
 async fn transient_cuts_are_retried() -> TestResult {
     let reg = Registry::start(None)?;
-    let wasm = example_wasm("hello-p2.wasm")?;
-    let (_d, store) = store()?;
-    let tag = format!("{}/berth/flaky:v1", reg.host());
-    let built = build_image(
-        &store,
-        DOCKERFILE,
-        &[("hello-p2.wasm", &wasm)],
-        &tag,
-        ImageFormat::Image,
-    )?;
-    client::push(&store, &tag, None, &RemoteOptions::default()).await?;
+    let (_d, _store, _tag, built) = pushed_hello(&reg, "flaky", ImageFormat::Image).await?;
 
     // The first two connections die mid-transfer; the retries get through.
     let cuts = Arc::new(AtomicUsize::new(2));
