@@ -103,6 +103,47 @@ pub enum RegistryError {
         /// Why it would escape or is not allowed.
         reason: String,
     },
+    /// A layer's content does not hash to the diff_id its image config
+    /// claims for it.
+    #[error(
+        "image {image} is refused: layer {layer} unpacks to content with digest {actual}, but the image config claims {expected} for it (a forged config or a corrupt layer)"
+    )]
+    DiffIdMismatch {
+        /// The image's manifest digest.
+        image: String,
+        /// The layer's blob digest.
+        layer: String,
+        /// The diff_id the config claims.
+        expected: String,
+        /// The digest of the layer's uncompressed content.
+        actual: String,
+    },
+    /// Unpacking an image would exceed one of the [`crate::unpack::UnpackLimits`].
+    #[error(
+        "image {image} is refused: {what} exceeds the unpack limit of {limit} {unit}; raise it with {setting} if you trust this image"
+    )]
+    UnpackLimit {
+        /// The image's manifest digest.
+        image: String,
+        /// What went over ("layer sha256:… (its uncompressed content)", "the image's entries").
+        what: String,
+        /// The limit.
+        limit: u64,
+        /// "bytes" or "entries".
+        unit: &'static str,
+        /// The environment variable that sets the limit in the berth CLI.
+        setting: &'static str,
+    },
+    /// A setting (environment variable) has a value berth cannot use.
+    #[error("invalid {name}={value:?}: {reason}")]
+    Setting {
+        /// The setting's name.
+        name: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is accepted.
+        reason: String,
+    },
     /// An archive (save/load tar) is malformed.
     #[error("invalid archive {path}: {reason}")]
     Archive {

@@ -1,9 +1,22 @@
 //! Unpacks an image into a directory the runtime mounts read-only at `/`.
 //!
-//! Each image's files are unpacked once into `<cache>/<chain-id>` (the OCI
-//! chain id of its layers, so images sharing all layers share the
-//! directory), through a temp directory renamed into place: a crash leaves
-//! no half-unpacked rootfs under a final name.
+//! Each image's files are unpacked once into `<cache>/<key>`, through a
+//! temp directory renamed into place: a crash leaves no half-unpacked
+//! rootfs under a final name. The key is a hash of each layer's kind, blob
+//! digest (which the store verified when the blob arrived) and the diff_id
+//! the image config claims for it; that diff_id is checked against the
+//! sha256 of the layer's uncompressed stream before any of the layer's
+//! files is written, and a mismatch refuses the image. A directory under a
+//! final name therefore holds exactly the content its key names: an image
+//! claiming another image's diff_ids has other blobs, so another key, and
+//! is refused each time it is unpacked. Images sharing all layers share the
+//! directory. It is only ever mounted read-only, so no guest can change
+//! what another image later runs.
+//!
+//! Unpacking is bounded by [`UnpackLimits`]: uncompressed bytes and tar
+//! entries per layer and per image, counted while reading, so a
+//! decompression bomb is refused after at most the limit and leaves
+//! nothing behind.
 //!
 //! Layers are untrusted input. Refused: paths escaping the root with `..`,
 //! writes through a symlink (a symlink planted by one entry and written
@@ -45,67 +58,153 @@ pub(crate) fn is_metadata_entry(kind: tar::EntryType) -> bool {
     )
 }
 
-/// The unpacked root of image `name_or_digest`, unpacking it into
-/// `cache_root` first if needed.
-pub fn rootfs(store: &Store, name_or_digest: &str, cache_root: &Path) -> Result<PathBuf> {
-    let (digest, manifest) = store.resolve(name_or_digest)?;
-    rootfs_of(store, &digest, &manifest, cache_root)
+/// Caps on what unpacking one image may produce. A layer is a compressed
+/// stream: a few kilobytes of gzip can expand to gigabytes, or to millions
+/// of tiny files, so the uncompressed bytes are counted as they are read and
+/// the entries as they are listed, and unpacking stops at the first one over
+/// a cap.
+///
+/// The defaults leave room for any realistic WebAssembly image (whose
+/// layers hold a few megabytes of wasm and data) and for large data layers,
+/// while bounding what one hostile image can make berth write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// Uncompressed bytes of one layer (its whole tar stream, or its wasm
+    /// blob). Default 2 GiB.
+    pub max_layer_bytes: u64,
+    /// Tar entries of one layer. Default 500,000.
+    pub max_layer_entries: u64,
+    /// Uncompressed bytes of all layers of an image together. Default 4 GiB.
+    pub max_image_bytes: u64,
+    /// Tar entries of all layers of an image together. Default 1,000,000.
+    pub max_image_entries: u64,
 }
 
-/// Like [`rootfs`] for an already resolved manifest.
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        UnpackLimits {
+            max_layer_bytes: 2 << 30,
+            max_layer_entries: 500_000,
+            max_image_bytes: 4 << 30,
+            max_image_entries: 1_000_000,
+        }
+    }
+}
+
+impl UnpackLimits {
+    /// The environment variable that sets [`UnpackLimits::max_layer_bytes`].
+    pub const ENV_LAYER_BYTES: &'static str = "BERTH_UNPACK_MAX_LAYER_BYTES";
+    /// The environment variable that sets [`UnpackLimits::max_layer_entries`].
+    pub const ENV_LAYER_ENTRIES: &'static str = "BERTH_UNPACK_MAX_LAYER_ENTRIES";
+    /// The environment variable that sets [`UnpackLimits::max_image_bytes`].
+    pub const ENV_IMAGE_BYTES: &'static str = "BERTH_UNPACK_MAX_IMAGE_BYTES";
+    /// The environment variable that sets [`UnpackLimits::max_image_entries`].
+    pub const ENV_IMAGE_ENTRIES: &'static str = "BERTH_UNPACK_MAX_IMAGE_ENTRIES";
+
+    /// The defaults, with each limit whose variable `lookup` returns
+    /// replaced by its value (a whole number of bytes or entries).
+    pub fn from_settings(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut limits = UnpackLimits::default();
+        for (name, slot) in [
+            (Self::ENV_LAYER_BYTES, &mut limits.max_layer_bytes),
+            (Self::ENV_LAYER_ENTRIES, &mut limits.max_layer_entries),
+            (Self::ENV_IMAGE_BYTES, &mut limits.max_image_bytes),
+            (Self::ENV_IMAGE_ENTRIES, &mut limits.max_image_entries),
+        ] {
+            if let Some(value) = lookup(name) {
+                *slot = value
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| RegistryError::Setting {
+                        name,
+                        value: value.clone(),
+                        reason: "expected a whole number, e.g. 4294967296".into(),
+                    })?;
+            }
+        }
+        Ok(limits)
+    }
+}
+
+/// The unpacked root of image `name_or_digest`, unpacking it into
+/// `cache_root` first if needed, within the default [`UnpackLimits`].
+pub fn rootfs(store: &Store, name_or_digest: &str, cache_root: &Path) -> Result<PathBuf> {
+    let (digest, manifest) = store.resolve(name_or_digest)?;
+    rootfs_of(
+        store,
+        &digest,
+        &manifest,
+        cache_root,
+        &UnpackLimits::default(),
+    )
+}
+
+/// Like [`rootfs`] for an already resolved manifest, within `limits`.
+///
+/// Every layer is hashed as it is unpacked and the image is refused when a
+/// layer's uncompressed content does not match the diff_id its config
+/// claims. The directory is named only by digests that are verified before
+/// it comes into existence, so an existing directory holds exactly the
+/// content those digests name, whichever image unpacked it first.
 pub fn rootfs_of(
     store: &Store,
     digest: &str,
     manifest: &Manifest,
     cache_root: &Path,
+    limits: &UnpackLimits,
 ) -> Result<PathBuf> {
-    let key = chain_id(store, manifest)?;
-    let target = cache_root.join(key.trim_start_matches("sha256:"));
+    let plan = plan_layers(store, digest, manifest)?;
+    let target = cache_root.join(cache_key(&plan));
     if target.is_dir() {
         return Ok(target);
     }
-    fs::create_dir_all(cache_root)
-        .map_err(|e| RegistryError::io("cannot create", cache_root, e))?;
+    create_private_dir_all(cache_root)?;
     let tmp = tempfile::Builder::new()
         .prefix(".unpack-")
         .tempdir_in(cache_root)
         .map_err(|e| RegistryError::io("cannot create a temp dir in", cache_root, e))?;
     let root = tmp.path();
-    for layer in &manifest.layers {
-        if layer.media_type == MEDIA_WASM_LAYER || layer.media_type == MEDIA_COMPONENT_LAYER {
-            let dest = root.join(DEFAULT_WASM_PATH.trim_start_matches('/'));
-            let mut src = store.open_blob(&layer.digest)?;
-            let mut out = fs::File::create(&dest)
-                .map_err(|e| RegistryError::io("cannot create", &dest, e))?;
-            io::copy(&mut src, &mut out)
-                .map_err(|e| RegistryError::io("cannot write", &dest, e))?;
-            continue;
+    let mut budget = Budget {
+        image: digest,
+        limits,
+        bytes: 0,
+        entries: 0,
+    };
+    for layer in &plan {
+        let desc = layer.desc;
+        match layer.kind {
+            LayerKind::Wasm => {
+                let dest = root.join(DEFAULT_WASM_PATH.trim_start_matches('/'));
+                let src = store.open_blob(&desc.digest)?;
+                let mut meter = Meter::new(src, &budget);
+                let mut out = fs::File::create(&dest)
+                    .map_err(|e| RegistryError::io("cannot create", &dest, e))?;
+                let copied = io::copy(&mut meter, &mut out);
+                let state = meter.finish();
+                budget.charge(&desc.digest, &state, 1)?;
+                copied.map_err(|e| RegistryError::io("cannot write", &dest, e))?;
+                layer.verify(digest, &state)?;
+            }
+            LayerKind::Tar { gzip } => {
+                let open = || -> Result<Box<dyn Read>> {
+                    let f = io::BufReader::new(store.open_blob(&desc.digest)?);
+                    Ok(if gzip {
+                        // A gzip stream may have several members; the
+                        // diff_id covers all of them.
+                        Box::new(flate2::read::MultiGzDecoder::new(f))
+                    } else {
+                        Box::new(f)
+                    })
+                };
+                unpack_layer(root, open, layer, &mut budget)?;
+            }
         }
-        if !layer.media_type.contains("tar") || layer.media_type.ends_with("zstd") {
-            return Err(RegistryError::Unsupported {
-                image: digest.to_string(),
-                reason: format!(
-                    "layer {} has media type {}, which berth cannot unpack",
-                    layer.digest, layer.media_type
-                ),
-            });
-        }
-        let gz = layer.media_type.ends_with("gzip");
-        let open = || -> Result<Box<dyn Read>> {
-            let f = store.open_blob(&layer.digest)?;
-            Ok(if gz {
-                Box::new(flate2::read::GzDecoder::new(f))
-            } else {
-                Box::new(f)
-            })
-        };
-        unpack_layer(root, open, &layer.digest)?;
     }
     let tmp_path = tmp.keep();
     match fs::rename(&tmp_path, &target) {
         Ok(()) => Ok(target),
         Err(_) if target.is_dir() => {
-            // Another process unpacked the same image first; use theirs.
+            // Another process unpacked the same verified content first; use theirs.
             let _ = fs::remove_dir_all(&tmp_path);
             Ok(target)
         }
@@ -116,88 +215,407 @@ pub fn rootfs_of(
     }
 }
 
-/// The cache key: the OCI chain id of the layers' diff ids for tar images,
-/// a hash of the layer digests for the others.
-fn chain_id(store: &Store, manifest: &Manifest) -> Result<String> {
-    let diff_ids = match manifest.format()? {
-        image::ImageFormat::Image => {
+/// Creates `dir` and its missing parents, owner-only on unix: an unpacked
+/// root is mounted into sandboxes, so nobody else may add to it.
+fn create_private_dir_all(dir: &Path) -> Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .map_err(|e| RegistryError::io("cannot create", dir, e))
+}
+
+/// How a layer becomes files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LayerKind {
+    /// A wasm blob, written to [`DEFAULT_WASM_PATH`].
+    Wasm,
+    /// A tar stream, gzip-compressed or not.
+    Tar { gzip: bool },
+}
+
+/// One layer to unpack and the digest its uncompressed content must have.
+struct PlannedLayer<'a> {
+    desc: &'a image::Descriptor,
+    kind: LayerKind,
+    /// The config's diff_id, checked while unpacking; `None` when the
+    /// config lists none (artifacts), and the layer is then identified by
+    /// its blob digest alone.
+    diff_id: Option<String>,
+}
+
+impl PlannedLayer<'_> {
+    /// The layer's part of the cache key.
+    fn identity(&self) -> String {
+        let kind = match self.kind {
+            LayerKind::Wasm => "wasm",
+            LayerKind::Tar { .. } => "tar",
+        };
+        let blob = format!("{kind} {} {}", self.desc.media_type, self.desc.digest);
+        match &self.diff_id {
+            Some(diff_id) => format!("{blob} diff {diff_id}"),
+            None => blob,
+        }
+    }
+
+    /// Refuses the image when the content read does not hash to the
+    /// layer's diff_id.
+    fn verify(&self, image: &str, read: &MeterState) -> Result<()> {
+        let Some(expected) = &self.diff_id else {
+            return Ok(());
+        };
+        let actual = format!("sha256:{}", hex::encode(read.hash.clone().finalize()));
+        if &actual != expected {
+            return Err(RegistryError::DiffIdMismatch {
+                image: image.to_string(),
+                layer: self.desc.digest.clone(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The layers of `manifest` with the diff_ids its config claims for them.
+fn plan_layers<'a>(
+    store: &Store,
+    digest: &str,
+    manifest: &'a Manifest,
+) -> Result<Vec<PlannedLayer<'a>>> {
+    let format = manifest.format()?;
+    let diff_ids = match format {
+        image::ImageFormat::Image | image::ImageFormat::ComponentLayer => {
             let cfg: ImageConfig =
                 serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
                     .map_err(|e| RegistryError::json("image config", e))?;
             cfg.rootfs.map(|r| r.diff_ids).unwrap_or_default()
         }
-        _ => Vec::new(),
+        image::ImageFormat::Artifact => Vec::new(),
     };
-    let ids: Vec<String> = if diff_ids.len() == manifest.layers.len() {
-        diff_ids
-    } else {
-        manifest
-            .layers
-            .iter()
-            .map(|l| format!("{}:{}", l.media_type, l.digest))
-            .collect()
-    };
-    let mut chain = String::new();
-    for id in ids {
-        chain = if chain.is_empty() {
-            id
+    let use_diff_ids = diff_ids.len() == manifest.layers.len();
+    if !use_diff_ids && !diff_ids.is_empty() && format == image::ImageFormat::Image {
+        return Err(RegistryError::Unsupported {
+            image: digest.to_string(),
+            reason: format!(
+                "its config lists {} diff_ids for {} layers",
+                diff_ids.len(),
+                manifest.layers.len()
+            ),
+        });
+    }
+    let mut plan = Vec::with_capacity(manifest.layers.len());
+    for (index, desc) in manifest.layers.iter().enumerate() {
+        let kind =
+            if desc.media_type == MEDIA_WASM_LAYER || desc.media_type == MEDIA_COMPONENT_LAYER {
+                LayerKind::Wasm
+            } else if desc.media_type.contains("tar") && !desc.media_type.ends_with("zstd") {
+                LayerKind::Tar {
+                    gzip: desc.media_type.ends_with("gzip"),
+                }
+            } else {
+                return Err(RegistryError::Unsupported {
+                    image: digest.to_string(),
+                    reason: format!(
+                        "layer {} has media type {}, which berth cannot unpack",
+                        desc.digest, desc.media_type
+                    ),
+                });
+            };
+        let diff_id = if use_diff_ids {
+            let claimed = diff_ids[index].clone();
+            crate::digest::hex_part(&claimed).map_err(|_| RegistryError::Unsupported {
+                image: digest.to_string(),
+                reason: format!(
+                    "its config claims diff_id {claimed:?} for layer {}, which is not a sha256 digest",
+                    desc.digest
+                ),
+            })?;
+            Some(claimed)
         } else {
-            format!(
-                "sha256:{}",
-                hex::encode(Sha256::digest(format!("{chain} {id}")))
-            )
+            None
         };
+        plan.push(PlannedLayer {
+            desc,
+            kind,
+            diff_id,
+        });
     }
-    if !chain.starts_with("sha256:") || chain.contains(['/', '\\']) || chain.len() != 71 {
-        chain = format!("sha256:{}", hex::encode(Sha256::digest(chain)));
-    }
-    Ok(chain)
+    Ok(plan)
 }
 
-/// Applies one tar layer to `root`. `open` is called twice: whiteouts are
-/// applied first (they only hide lower layers), then the entries.
-pub fn unpack_layer(
+/// The cache directory's name: a hash of every layer's kind and verified
+/// digests, in order. The version tag keeps directories made before layers
+/// were verified from ever being reused.
+fn cache_key(plan: &[PlannedLayer<'_>]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"berth-rootfs-v2");
+    for layer in plan {
+        hasher.update(b"\n");
+        hasher.update(layer.identity().as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// What an image has used of its [`UnpackLimits`] so far.
+struct Budget<'a> {
+    image: &'a str,
+    limits: &'a UnpackLimits,
+    bytes: u64,
+    entries: u64,
+}
+
+impl Budget<'_> {
+    /// The error for `what` going over `limit`.
+    fn over(
+        &self,
+        what: String,
+        limit: u64,
+        unit: &'static str,
+        setting: &'static str,
+    ) -> RegistryError {
+        RegistryError::UnpackLimit {
+            image: self.image.to_string(),
+            what,
+            limit,
+            unit,
+            setting,
+        }
+    }
+
+    /// Adds a finished read of layer `layer` (and `entries` entries) to the
+    /// image's totals, refusing when the layer or the image went over.
+    fn charge(&mut self, layer: &str, read: &MeterState, entries: u64) -> Result<()> {
+        if let Some(error) = self.breach(layer, read) {
+            return Err(error);
+        }
+        self.bytes += read.bytes;
+        self.entries += entries;
+        Ok(())
+    }
+
+    /// The limit a meter stopped at, if any.
+    fn breach(&self, layer: &str, read: &MeterState) -> Option<RegistryError> {
+        match read.stopped? {
+            Stop::Layer => Some(self.over(
+                format!("the uncompressed content of layer {layer}"),
+                self.limits.max_layer_bytes,
+                "bytes",
+                UnpackLimits::ENV_LAYER_BYTES,
+            )),
+            Stop::Image => Some(self.over(
+                "the uncompressed content of its layers together".into(),
+                self.limits.max_image_bytes,
+                "bytes",
+                UnpackLimits::ENV_IMAGE_BYTES,
+            )),
+            Stop::Changed => Some(RegistryError::Unsupported {
+                image: self.image.to_string(),
+                reason: format!(
+                    "layer {layer} grew in the local store while it was being unpacked"
+                ),
+            }),
+        }
+    }
+
+    /// Counts one more entry of a layer that has had `in_layer` entries.
+    fn count_entry(&self, layer: &str, in_layer: u64) -> Result<()> {
+        if in_layer > self.limits.max_layer_entries {
+            return Err(self.over(
+                format!("the number of entries of layer {layer}"),
+                self.limits.max_layer_entries,
+                "entries",
+                UnpackLimits::ENV_LAYER_ENTRIES,
+            ));
+        }
+        if self.entries + in_layer > self.limits.max_image_entries {
+            return Err(self.over(
+                "the number of entries of its layers together".into(),
+                self.limits.max_image_entries,
+                "entries",
+                UnpackLimits::ENV_IMAGE_ENTRIES,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Which byte limit a [`Meter`] stopped at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The layer's own limit.
+    Layer,
+    /// What was left of the image's limit.
+    Image,
+    /// The size the first pass over the same layer read.
+    Changed,
+}
+
+/// What a [`Meter`] saw.
+#[derive(Clone)]
+struct MeterState {
+    bytes: u64,
+    hash: Sha256,
+    stopped: Option<Stop>,
+}
+
+/// Hashes and counts the uncompressed bytes of one layer as they are read,
+/// and fails the read past a byte limit, so a decompression bomb stops after
+/// at most the limit, whatever its ratio.
+struct Meter<R> {
+    inner: R,
+    state: std::rc::Rc<std::cell::RefCell<MeterState>>,
+    limit: u64,
+    stop: Stop,
+}
+
+impl<R: Read> Meter<R> {
+    /// A meter for a first read of a layer, within the layer's limit and
+    /// what the image has left.
+    fn new(inner: R, budget: &Budget<'_>) -> Self {
+        let layer = budget.limits.max_layer_bytes;
+        let image = budget.limits.max_image_bytes.saturating_sub(budget.bytes);
+        let (limit, stop) = if layer <= image {
+            (layer, Stop::Layer)
+        } else {
+            (image, Stop::Image)
+        };
+        Self::with_limit(inner, limit, stop)
+    }
+
+    fn with_limit(inner: R, limit: u64, stop: Stop) -> Self {
+        Meter {
+            inner,
+            state: std::rc::Rc::new(std::cell::RefCell::new(MeterState {
+                bytes: 0,
+                hash: Sha256::new(),
+                stopped: None,
+            })),
+            limit,
+            stop,
+        }
+    }
+
+    /// A handle on the state that outlives the reader (tar owns it).
+    fn shared(&self) -> std::rc::Rc<std::cell::RefCell<MeterState>> {
+        self.state.clone()
+    }
+
+    fn finish(self) -> MeterState {
+        self.state.borrow().clone()
+    }
+}
+
+impl<R: Read> Read for Meter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut state = self.state.borrow_mut();
+        // One byte past the limit is read to tell "exactly at" from "over".
+        let room = self.limit.saturating_add(1).saturating_sub(state.bytes);
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        state.bytes += n as u64;
+        if state.bytes > self.limit {
+            state.stopped = Some(self.stop);
+            return Err(io::Error::other("unpack limit reached"));
+        }
+        state.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Applies one tar layer to `root`, within `budget`. `open` is called
+/// twice: whiteouts are applied first (they only hide lower layers), then
+/// the entries. The first pass reads the whole stream, so the layer's
+/// digest and limits are checked before any of its files is written.
+fn unpack_layer(
     root: &Path,
     open: impl Fn() -> Result<Box<dyn Read>>,
-    what: &str,
+    layer: &PlannedLayer<'_>,
+    budget: &mut Budget<'_>,
 ) -> Result<()> {
+    let what = layer.desc.digest.as_str();
     let io_err = |e| RegistryError::io("cannot read layer", what, e);
-    // Pass 1: whiteouts.
-    let mut archive = tar::Archive::new(open()?);
-    for entry in archive.entries().map_err(io_err)? {
-        let entry = entry.map_err(io_err)?;
-        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let rel = safe_rel(&raw, what)?;
-        let Some(name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-            continue;
-        };
-        let parent = rel.parent().unwrap_or(Path::new(""));
-        if name == ".wh..wh..opq" {
-            let dir = root.join(parent);
-            check_no_symlink(root, parent, what, &raw)?;
-            if let Ok(entries) = fs::read_dir(&dir) {
-                for e in entries.flatten() {
-                    remove_any(&e.path())?;
+    // Pass 1: check the whole stream, collect whiteouts.
+    let meter = Meter::new(open()?, budget);
+    let state = meter.shared();
+    let mut whiteouts: Vec<(PathBuf, Option<String>, String)> = Vec::new();
+    let mut entries_seen: u64 = 0;
+    let listed = (|| -> Result<()> {
+        let mut archive = tar::Archive::new(meter);
+        for entry in archive.entries().map_err(io_err)? {
+            let entry = entry.map_err(io_err)?;
+            entries_seen += 1;
+            budget.count_entry(what, entries_seen)?;
+            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let rel = safe_rel(&raw, what)?;
+            let Some(name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+            if name == ".wh..wh..opq" {
+                whiteouts.push((parent, None, raw));
+            } else if let Some(hidden) = name.strip_prefix(".wh.") {
+                if matches!(hidden, "" | "." | "..") {
+                    return Err(RegistryError::UnsafeEntry {
+                        layer: what.to_string(),
+                        entry: raw.clone(),
+                        reason: "a whiteout must name a file (`.wh.NAME`), not `.` or `..`".into(),
+                    });
+                }
+                whiteouts.push((parent, Some(hidden.to_string()), raw));
+            }
+        }
+        // The diff_id covers the whole stream, padding after the end of
+        // the archive included.
+        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(io_err)?;
+        Ok(())
+    })();
+    let read = state.borrow().clone();
+    if let Some(error) = budget.breach(what, &read) {
+        return Err(error);
+    }
+    listed?;
+    layer.verify(budget.image, &read)?;
+    budget.charge(what, &read, entries_seen)?;
+    for (parent, hidden, raw) in &whiteouts {
+        check_no_symlink(root, parent, what, raw)?;
+        match hidden {
+            None => {
+                if let Ok(entries) = fs::read_dir(root.join(parent)) {
+                    for e in entries.flatten() {
+                        remove_any(&e.path())?;
+                    }
                 }
             }
-        } else if let Some(hidden) = name.strip_prefix(".wh.") {
-            if matches!(hidden, "" | "." | "..") {
-                return Err(RegistryError::UnsafeEntry {
-                    layer: what.to_string(),
-                    entry: raw.clone(),
-                    reason: "a whiteout must name a file (`.wh.NAME`), not `.` or `..`".into(),
-                });
-            }
-            check_no_symlink(root, parent, what, &raw)?;
-            let victim = root.join(parent).join(hidden);
-            if fs::symlink_metadata(&victim).is_ok() {
-                remove_any(&victim)?;
+            Some(hidden) => {
+                let victim = root.join(parent).join(hidden);
+                if fs::symlink_metadata(&victim).is_ok() {
+                    remove_any(&victim)?;
+                }
             }
         }
     }
-    // Pass 2: entries.
+    // Pass 2: entries. The stream is read again from the store, so it is
+    // metered again: the limits hold even if the blob changed in between.
+    let verified_bytes = read.bytes;
+    let meter = Meter::with_limit(open()?, verified_bytes, Stop::Changed);
+    let state = meter.shared();
+    let written = write_entries(root, meter, what);
+    let read = state.borrow().clone();
+    if let Some(error) = budget.breach(what, &read) {
+        return Err(error);
+    }
+    written
+}
+
+/// Pass 2 of [`unpack_layer`]: creates the layer's files, directories and
+/// links under `root`.
+fn write_entries(root: &Path, stream: impl Read, what: &str) -> Result<()> {
+    let io_err = |e| RegistryError::io("cannot read layer", what, e);
     let mut written: BTreeSet<PathBuf> = BTreeSet::new();
-    let mut archive = tar::Archive::new(open()?);
+    let mut archive = tar::Archive::new(stream);
     for entry in archive.entries().map_err(io_err)? {
         let mut entry = entry.map_err(io_err)?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();

@@ -359,11 +359,11 @@ pub fn load_command(args: LoadArgs) -> Result<u8> {
     let store = home::open_store()?;
     let outcome = archive::load(&store, &args.input)?;
     for (name, digest) in &outcome.images {
-        crate::commands::run::precompile_image(
-            &name
-                .as_ref()
-                .map_or_else(|| digest.clone(), |name| name.short()),
-        );
+        let image = name
+            .as_ref()
+            .map_or_else(|| digest.clone(), |name| name.short());
+        crate::commands::run::verify_new_image(&image)?;
+        crate::commands::run::precompile_image(&image);
         match name {
             Some(name) => println!("Loaded image: {}", name.short()),
             None => println!("Loaded image ID: {digest}"),
@@ -414,6 +414,7 @@ pub fn pull_image(image: &str, plain_http: bool, quiet: bool) -> Result<String> 
 /// Runs `berth pull`.
 pub fn pull_command(args: PullArgs) -> Result<u8> {
     let digest = pull_image(&args.image, args.remote.plain_http, args.remote.quiet)?;
+    crate::commands::run::verify_new_image(&args.image)?;
     crate::commands::run::precompile_image(&args.image);
     println!("Digest: {digest}");
     Ok(0)

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use berth_registry::RegistryError;
+use berth_registry::unpack::UnpackLimits;
 use berth_runtime::quantity::{parse_cpus, parse_duration, parse_memory};
 use berth_runtime::spec::{normalize_guest_path, parse_env, parse_env_file};
 use berth_runtime::{
@@ -355,6 +357,7 @@ fn image_program(
         digest,
         manifest,
         &crate::home::rootfs_cache_dir()?,
+        &unpack_limits()?,
     )?;
     let path = rootfs.join(guest_program.trim_start_matches('/'));
     if !path.is_file() {
@@ -405,6 +408,49 @@ fn image_argv(
 /// How messages name a program inside an image: `/app/x.wasm in IMAGE`.
 fn image_origin(guest_program: &str, image: &str) -> String {
     format!("{guest_program} in {image}")
+}
+
+/// The unpack limits: the defaults, or the `BERTH_UNPACK_MAX_*`
+/// environment variables.
+fn unpack_limits() -> Result<UnpackLimits> {
+    Ok(UnpackLimits::from_settings(|name| {
+        std::env::var(name).ok()
+    })?)
+}
+
+/// Unpacks a newly pulled or loaded image, which checks every layer against
+/// the diff_id its config claims and against the unpack limits. An image
+/// refused for its content is removed from the store again, so that nothing
+/// runs it; other failures (a full disk, a format berth cannot unpack) are
+/// only warned about, as `berth run` reports them again.
+pub(crate) fn verify_new_image(image: &str) -> Result<()> {
+    let store = crate::home::open_store()?;
+    let (digest, manifest) = store.resolve(image)?;
+    let unpacked = berth_registry::unpack::rootfs_of(
+        &store,
+        &digest,
+        &manifest,
+        &crate::home::rootfs_cache_dir()?,
+        &unpack_limits()?,
+    );
+    match unpacked {
+        Ok(_) => Ok(()),
+        Err(
+            error @ (RegistryError::DiffIdMismatch { .. }
+            | RegistryError::UnpackLimit { .. }
+            | RegistryError::UnsafeEntry { .. }),
+        ) => {
+            if let Err(removal) = store.remove(image) {
+                tracing::warn!(%removal, image, "cannot remove a refused image");
+            }
+            Err(anyhow::Error::new(error)
+                .context(format!("{image} was removed from the local store")))
+        }
+        Err(error) => {
+            eprintln!("berth: warning: cannot unpack {image}: {error}");
+            Ok(())
+        }
+    }
 }
 
 /// Compiles the program of local image `image` into the compile cache, so
