@@ -50,6 +50,14 @@ pub enum RuntimeError {
         /// What is wrong and what is accepted.
         reason: String,
     },
+    /// The working directory cannot be given to the guest safely.
+    #[error("cannot use the working directory {workdir:?}: {reason}")]
+    Workdir {
+        /// The guest path, from `-w` or the image's WORKDIR.
+        workdir: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// An environment variable specification is malformed.
     #[error("invalid environment variable {spec:?}: {reason}")]
     Env {

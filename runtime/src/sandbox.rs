@@ -16,7 +16,7 @@ use crate::limits::{CpuThrottle, Limits, MemoryLimiter};
 use crate::net::{NetError, SocketGuard};
 use crate::program::Program;
 use crate::quantity::format_bytes;
-use crate::spec::{Entrypoint, Output, SandboxSpec, Stdin};
+use crate::spec::{Entrypoint, Mount, Output, SandboxSpec, Stdin};
 
 /// Exit code docker reports for a container killed by SIGKILL (OOM, timeout).
 pub const EXIT_KILLED: i32 = 137;
@@ -134,19 +134,23 @@ impl WasiView for GuestState<P2State> {
     }
 }
 
+/// The WASI permissions a mount grants.
+fn perms_of(mount: &Mount) -> FsPerms {
+    if mount.read_only {
+        FsPerms::ReadOnly
+    } else {
+        FsPerms::ReadWrite
+    }
+}
+
 /// Preopens each mount, read-only ones with read-only permissions.
 pub(crate) fn grant_mounts(
     builder: &mut WasiCtxBuilder,
-    mounts: &[crate::spec::Mount],
+    mounts: &[Mount],
 ) -> Result<(), RuntimeError> {
     for mount in mounts {
-        let perms = if mount.read_only {
-            FsPerms::ReadOnly
-        } else {
-            FsPerms::ReadWrite
-        };
         builder
-            .preopened_dir(&mount.host, &mount.guest, perms)
+            .preopened_dir(&mount.host, &mount.guest, perms_of(mount))
             .map_err(|error| RuntimeError::Volume {
                 spec: format!("{}:{}", mount.host.display(), mount.guest),
                 reason: format!("cannot open the host directory: {error:#}"),
@@ -165,28 +169,7 @@ fn wasi_builder(spec: &mut SandboxSpec) -> Result<WasiCtxBuilder, RuntimeError> 
     }
     builder.envs(&spec.effective_env());
     grant_mounts(&mut builder, &spec.mounts)?;
-    // WASI preview1 has no working directory; libc resolves relative paths
-    // against a preopen named ".", so the working directory is also offered
-    // under that name when a mount covers it.
-    if let Some(workdir) = &spec.workdir
-        && let Some(host) = spec.host_path_for(workdir)
-        && host.is_dir()
-    {
-        let read_only = spec
-            .mounts
-            .iter()
-            .filter(|m| m.guest == "/" || workdir.starts_with(&m.guest))
-            .max_by_key(|m| m.guest.len())
-            .is_some_and(|m| m.read_only);
-        let perms = if read_only {
-            FsPerms::ReadOnly
-        } else {
-            FsPerms::ReadWrite
-        };
-        if let Err(error) = builder.preopened_dir(&host, ".", perms) {
-            tracing::warn!(%error, workdir, "cannot preopen the working directory");
-        }
-    }
+    preopen_workdir(&mut builder, spec)?;
     match std::mem::take(&mut spec.stdin) {
         Stdin::Inherit => {
             builder.inherit_stdin();
@@ -215,6 +198,112 @@ fn wasi_builder(spec: &mut SandboxSpec) -> Result<WasiCtxBuilder, RuntimeError> 
         }
     }
     Ok(builder)
+}
+
+/// Offers the working directory under the preopen name ".": WASI preview1
+/// has no working directory, and libc resolves relative paths against that
+/// preopen.
+///
+/// The directory is opened beneath the directory of the mount that covers
+/// it, with sandboxed lookup: the rest of the path may name symlinks that a
+/// guest planted in an earlier run, and following them on the host could
+/// leave the mount. It gets exactly that mount's permissions. A working
+/// directory that does not exist gets no "." preopen (a read-only root
+/// cannot create it); one that cannot be opened inside its mount is an
+/// error.
+fn preopen_workdir(builder: &mut WasiCtxBuilder, spec: &SandboxSpec) -> Result<(), RuntimeError> {
+    let Some(workdir) = &spec.workdir else {
+        return Ok(());
+    };
+    let Some((mount, rest)) = spec.mount_for(workdir) else {
+        return Ok(());
+    };
+    let refuse = |reason: String| RuntimeError::Workdir {
+        workdir: workdir.clone(),
+        reason,
+    };
+    let perms = perms_of(mount);
+    if rest.is_empty() {
+        builder
+            .preopened_dir(&mount.host, ".", perms)
+            .map_err(|error| refuse(format!("cannot open {}: {error:#}", mount.host.display())))?;
+        return Ok(());
+    }
+    let base =
+        cap_primitives::fs::open_ambient_dir(&mount.host, cap_primitives::ambient_authority())
+            .map_err(|error| refuse(format!("cannot open {}: {error}", mount.host.display())))?;
+    let dir = match cap_primitives::fs::open_dir(&base, std::path::Path::new(&rest)) {
+        Ok(dir) => dir,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => {
+            return Err(refuse(format!(
+                "it cannot be opened inside the mount at {} ({error}); a working directory must stay inside its mount, and symlinks that leave it are refused",
+                mount.guest
+            )));
+        }
+    };
+    preopen_opened_dir(builder, &dir, mount, &rest, perms)
+        .map_err(|reason| refuse(format!("cannot offer it to the guest: {reason}")))
+}
+
+/// Preopens the already opened directory `dir` as ".".
+///
+/// wasmtime-wasi takes preopens by host path only. The kernel resolves
+/// `/proc/self/fd/N` (`/dev/fd/N` on other unixes) to the very directory
+/// that descriptor N refers to, without looking any name up again, so no
+/// guest can swap a path component between the sandboxed open and this one.
+#[cfg(unix)]
+fn preopen_opened_dir(
+    builder: &mut WasiCtxBuilder,
+    dir: &std::fs::File,
+    _mount: &Mount,
+    _rest: &str,
+    perms: FsPerms,
+) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let fd_dir = if cfg!(any(target_os = "linux", target_os = "android")) {
+        "/proc/self/fd"
+    } else {
+        "/dev/fd"
+    };
+    let path = format!("{fd_dir}/{}", dir.as_raw_fd());
+    builder
+        .preopened_dir(&path, ".", perms)
+        .map(|_| ())
+        .map_err(|error| format!("cannot reopen it through {path}: {error:#}"))
+}
+
+/// Preopens the working directory found at `rest` beneath `mount` as ".".
+///
+/// Without descriptor paths, the directory is reopened by host path, and
+/// only when no component below the mount is a symlink or junction: a
+/// guest able to create one between the check and the open could still
+/// redirect it (a documented gap; creating symlinks on Windows needs a
+/// privilege that ordinary accounts lack).
+#[cfg(not(unix))]
+fn preopen_opened_dir(
+    builder: &mut WasiCtxBuilder,
+    _dir: &std::fs::File,
+    mount: &Mount,
+    rest: &str,
+    perms: FsPerms,
+) -> Result<(), String> {
+    let mut path = mount.host.clone();
+    for part in rest.split('/') {
+        path.push(part);
+        let metadata = std::fs::symlink_metadata(&path)
+            .map_err(|error| format!("cannot inspect {}: {error}", path.display()))?;
+        if metadata.file_type().is_symlink() {
+            return Err(format!(
+                "{} is a symlink, which a working directory may not pass through here",
+                path.display()
+            ));
+        }
+    }
+    builder
+        .preopened_dir(&path, ".", perms)
+        .map(|_| ())
+        .map_err(|error| format!("cannot open {}: {error:#}", path.display()))
 }
 
 /// Creates a store with the memory limiter, CPU throttle and deadline wired in.

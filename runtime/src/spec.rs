@@ -225,25 +225,32 @@ impl SandboxSpec {
         merge_env(&self.env)
     }
 
-    /// The host directory that backs guest path `guest`, if a mount covers it.
-    pub fn host_path_for(&self, guest: &str) -> Option<PathBuf> {
+    /// The mount that covers guest path `guest` and the rest of the path
+    /// below it (relative, empty for the mount itself), or `None` when no
+    /// mount covers it or the path is not absolute.
+    ///
+    /// Mounts are matched by whole path components, so `/tmpx` is not
+    /// inside `/tmp`; the deepest mount wins, and among mounts at the same
+    /// guest path the last one listed. The rest must be resolved beneath the
+    /// mount's directory (never joined onto its host path and opened): it
+    /// may name guest-made symlinks.
+    pub fn mount_for(&self, guest: &str) -> Option<(&Mount, String)> {
         let guest = normalize_guest_path(guest)?;
         self.mounts
             .iter()
-            .filter(|mount| {
-                mount.guest == "/"
-                    || guest == mount.guest
-                    || guest.starts_with(&format!("{}/", mount.guest))
-            })
-            .max_by_key(|mount| mount.guest.len())
-            .map(|mount| {
-                let rest = guest[mount.guest.len()..].trim_start_matches('/');
-                if rest.is_empty() {
-                    mount.host.clone()
+            .filter_map(|mount| {
+                let root = normalize_guest_path(&mount.guest)?;
+                let rest = if root == "/" {
+                    guest.trim_start_matches('/')
+                } else if guest == root {
+                    ""
                 } else {
-                    mount.host.join(rest)
-                }
+                    guest.strip_prefix(&root)?.strip_prefix('/')?
+                };
+                Some((root.len(), mount, rest.to_owned()))
             })
+            .max_by_key(|(depth, _, _)| *depth)
+            .map(|(_, mount, rest)| (mount, rest))
     }
 }
 
@@ -312,6 +319,45 @@ mod tests {
             vars,
             vec![("A".into(), "1".into()), ("B".into(), "2".into())]
         );
+    }
+
+    #[test]
+    fn mounts_match_whole_components_and_the_deepest_wins() {
+        let mount = |guest: &str, read_only: bool| Mount {
+            host: PathBuf::from(format!("/host{guest}")),
+            guest: guest.to_owned(),
+            read_only,
+        };
+        let spec = SandboxSpec {
+            mounts: vec![
+                mount("/", true),
+                mount("/tmp", false),
+                mount("/data2", true),
+                mount("/data", false),
+            ],
+            ..SandboxSpec::default()
+        };
+        let found = |guest: &str| {
+            spec.mount_for(guest)
+                .map(|(mount, rest)| (mount.guest.clone(), rest, mount.read_only))
+        };
+        assert_eq!(found("/tmp"), Some(("/tmp".into(), "".into(), false)));
+        assert_eq!(
+            found("/tmp/a/b"),
+            Some(("/tmp".into(), "a/b".into(), false))
+        );
+        // A sibling that shares a prefix is not inside the mount.
+        assert_eq!(found("/tmpx"), Some(("/".into(), "tmpx".into(), true)));
+        assert_eq!(found("/data2/x"), Some(("/data2".into(), "x".into(), true)));
+        assert_eq!(found("/data/x"), Some(("/data".into(), "x".into(), false)));
+        assert_eq!(found("/"), Some(("/".into(), "".into(), true)));
+        assert_eq!(found("relative"), None);
+        let no_root = SandboxSpec {
+            mounts: vec![mount("/tmp", false)],
+            ..SandboxSpec::default()
+        };
+        assert!(no_root.mount_for("/tmpx").is_none());
+        assert!(no_root.mount_for("/").is_none());
     }
 
     #[test]
