@@ -118,7 +118,7 @@ impl UnpackLimits {
                     .map_err(|_| RegistryError::Setting {
                         name,
                         value: value.clone(),
-                        reason: "expected a whole number, e.g. 4294967296".into(),
+                        reason: "expected a whole number (of bytes or of entries)".into(),
                     })?;
             }
         }
@@ -164,6 +164,12 @@ pub fn rootfs_of(
         .tempdir_in(cache_root)
         .map_err(|e| RegistryError::io("cannot create a temp dir in", cache_root, e))?;
     let root = tmp.path();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+            .map_err(|e| RegistryError::io("cannot restrict", root, e))?;
+    }
     let mut budget = Budget {
         image: digest,
         limits,

@@ -324,6 +324,12 @@ fn forged_diff_ids_are_refused_and_never_poison_the_cache() -> TestResult {
     image_of(&store, "legit:1", std::slice::from_ref(&legit))?;
     let root = unpack::rootfs(&store, "legit:1", &cache)?;
     assert_eq!(std::fs::read(root.join("app.wasm"))?, b"legit program");
+    #[cfg(unix)]
+    for dir in [&cache, &root] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} is {mode:o}", dir.display());
+    }
     assert!(matches!(
         unpack::rootfs(&store, "evil:tar", &cache),
         Err(RegistryError::DiffIdMismatch { .. })

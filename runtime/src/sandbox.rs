@@ -236,8 +236,13 @@ fn preopen_workdir(builder: &mut WasiCtxBuilder, spec: &SandboxSpec) -> Result<(
         Ok(dir) => dir,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(error) => {
+            let hint = if error.kind() == std::io::ErrorKind::PermissionDenied {
+                "; a working directory must stay inside its mount, and symlinks that lead out of it are refused"
+            } else {
+                ""
+            };
             return Err(refuse(format!(
-                "it cannot be opened inside the mount at {} ({error}); a working directory must stay inside its mount, and symlinks that leave it are refused",
+                "cannot open it inside the mount at {}: {error}{hint}",
                 mount.guest
             )));
         }
