@@ -319,15 +319,13 @@ fn a_port_in_use_is_a_clear_error() {
         .expect_berth_error("-p 8080:8080");
 }
 
-/// On a machine that cannot reserve the instance pool (small address space,
-/// `ulimit -v`), berth logs the fallback and still serves.
+/// Serves http-hello.wasm with `flags` under `ulimit LIMIT` (a shell
+/// applies it, then execs berth).
 #[cfg(target_os = "linux")]
-#[test]
-fn serves_without_the_pool_when_address_space_is_short() {
-    let berth = Berth::new();
+fn serve_under_ulimit(berth: &Berth, limit: &str, flags: &str) -> Served {
     let port = free_port();
     let script = format!(
-        "ulimit -v 16000000 && exec '{}' run -p 127.0.0.1:{port}:8080 '{}'",
+        "ulimit {limit} && exec '{}' run {flags} -p 127.0.0.1:{port}:8080 '{}'",
         common::berth_bin().display(),
         example("wasm/http-hello.wasm").display()
     );
@@ -336,7 +334,16 @@ fn serves_without_the_pool_when_address_space_is_short() {
         .args(["-c", &script])
         .env("BERTH_HOME", berth.home.path())
         .env_remove("RUST_LOG");
-    let served = Served::spawn(command, port);
+    Served::spawn(command, port)
+}
+
+/// On a machine that cannot reserve the instance pool (small address space,
+/// `ulimit -v`), berth logs the fallback and still serves.
+#[cfg(target_os = "linux")]
+#[test]
+fn serves_without_the_pool_when_address_space_is_short() {
+    let berth = Berth::new();
+    let served = serve_under_ulimit(&berth, "-v 16000000", "");
     assert_eq!(served.request("GET", "/", "").0, 200);
     let log = served.log_containing("falling back to on-demand allocation");
     assert!(
@@ -344,3 +351,264 @@ fn serves_without_the_pool_when_address_space_is_short() {
         "{log}"
     );
 }
+
+/// Reads `stream` until the server closes it; the time that took, or `None`
+/// if it was still open after `limit`.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buffer = [0u8; 1024];
+    loop {
+        let left = limit.checked_sub(started.elapsed())?;
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("timeout");
+        match stream.read(&mut buffer) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None;
+            }
+            // A reset closes it too.
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+}
+
+/// A connection that has sent `sent` and nothing more.
+fn stalled(port: u16, sent: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.write_all(sent).expect("send");
+    stream
+}
+
+/// The most a closing may take on a loaded machine for a 1 s timeout.
+const CLOSE_LIMIT: Duration = Duration::from_secs(20);
+
+/// Slowloris: clients that never finish a request header, over HTTP/1.1 or
+/// before even showing a protocol, are disconnected after the header
+/// timeout, while other clients are served.
+#[test]
+fn clients_that_never_finish_a_header_are_disconnected() {
+    let berth = Berth::new();
+    let served = Served::start(&berth, &["--header-timeout", "1s"], "wasm/http-hello.wasm");
+    let mut half_header = stalled(served.port, b"GET / HTTP/1.1\r\nHost: local");
+    let mut silent = stalled(served.port, b"");
+    let mut h2_preface_only = stalled(served.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    served.expect_text("/", 200, "Hello from berth!\n");
+    for (name, stream) in [
+        ("half a header", &mut half_header),
+        ("nothing", &mut silent),
+        ("an HTTP/2 preface only", &mut h2_preface_only),
+    ] {
+        assert!(
+            closed_within(stream, CLOSE_LIMIT).is_some(),
+            "a client that sent {name} is still connected after {CLOSE_LIMIT:?}"
+        );
+    }
+    served.expect_text("/", 200, "Hello from berth!\n");
+}
+
+/// Keep-alive connections, HTTP/1.1 and h2c, close once idle for the idle
+/// timeout; a connection in use is not idle.
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    use http_body_util::{BodyExt, Empty};
+    let berth = Berth::new();
+    let served = Served::start(
+        &berth,
+        &["--idle-timeout", "1s", "--header-timeout", "60s"],
+        "wasm/http-hello.wasm",
+    );
+    let port = served.port;
+
+    let mut kept = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    kept.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut response = Vec::new();
+    // Two requests in a row on the one connection, then silence.
+    for _ in 0..2 {
+        kept.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("send");
+        response.clear();
+        let mut buffer = [0u8; 1024];
+        while !response.ends_with(b"Hello from berth!\n") {
+            let read = kept.read(&mut buffer).expect("read the response");
+            assert!(read > 0, "closed before the response");
+            response.extend_from_slice(&buffer[..read]);
+        }
+        assert!(response.starts_with(b"HTTP/1.1 200"));
+    }
+    assert!(
+        closed_within(&mut kept, CLOSE_LIMIT).is_some(),
+        "an idle HTTP/1.1 keep-alive connection is still open after {CLOSE_LIMIT:?}"
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("HTTP/2 handshake with prior knowledge");
+        let connection = tokio::spawn(connection);
+        let request = hyper::Request::get(format!("http://127.0.0.1:{port}/"))
+            .body(Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.expect("body");
+        tokio::time::timeout(CLOSE_LIMIT, connection)
+            .await
+            .expect("an idle h2c connection is still open")
+            .expect("connection task")
+            .expect("the server closes cleanly (GOAWAY)");
+    });
+}
+
+/// Past --max-connections, new connections are refused with 503 while the
+/// open ones are served; once they close, new ones are served again.
+#[test]
+fn connections_past_the_limit_are_refused_and_the_open_ones_served() {
+    let berth = Berth::new();
+    let served = Served::start(&berth, &["--max-connections", "5"], "wasm/http-hello.wasm");
+    let port = served.port;
+    // Half-open requests hold the five places. The probe connections of
+    // the start-up wait may still hold places for a moment: retry, bounded.
+    let started = Instant::now();
+    let mut open = Vec::new();
+    while open.len() < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "could not open 5 connections: {}",
+            served.log()
+        );
+        let mut stream = stalled(port, b"GET / HTTP/1.1\r\nHost: x\r\n");
+        if closed_within(&mut stream, Duration::from_millis(300)).is_none() {
+            open.push(stream);
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // The sixth is answered 503 and closed at once.
+    let mut sixth = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    sixth
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut refusal = String::new();
+    let _ = sixth.read_to_string(&mut refusal);
+    assert!(
+        refusal.starts_with("HTTP/1.1 503") && refusal.ends_with("too many open connections\n"),
+        "the sixth connection got {refusal:?}"
+    );
+    // The five finish their requests.
+    for mut stream in open {
+        stream
+            .write_all(b"Connection: close\r\n\r\n")
+            .expect("finish the request");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response");
+        assert!(
+            response.starts_with("HTTP/1.1 200") && response.ends_with("Hello from berth!\n"),
+            "{response:?}"
+        );
+    }
+    // Places free up as those connections end.
+    let started = Instant::now();
+    loop {
+        let (status, _, _) = served.request("GET", "/", "");
+        if status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still refused after the connections closed: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = served.log_containing("connection limit reached");
+    assert_eq!(log.matches("connection limit reached").count(), 1, "{log}");
+}
+
+/// CPU time (user + system) of process `pid` so far.
+#[cfg(target_os = "linux")]
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat format")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// Out of file descriptors (EMFILE), the accept loop backs off instead of
+/// spinning, logs once, and serves again once descriptors free up.
+#[cfg(target_os = "linux")]
+#[test]
+fn running_out_of_file_descriptors_does_not_spin_the_accept_loop() {
+    let berth = Berth::new();
+    let served = serve_under_ulimit(&berth, &format!("-n {FD_LIMIT}"), "--max-connections 1000");
+    let port = served.port;
+    assert_eq!(served.request("GET", "/", "").0, 200);
+    // More connections than descriptors left: the last ones wait queued.
+    let held: Vec<TcpStream> = (0..FD_LIMIT)
+        .map(|_| stalled(port, b"GET / HTTP/1.1\r\n"))
+        .collect();
+    let log = served.log_containing("cannot accept connections");
+    assert!(log.contains("cannot accept connections"), "{log}");
+    let pid = served.child.id();
+    let before = cpu_time(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let spent = cpu_time(pid) - before;
+    assert!(
+        spent < Duration::from_millis(600),
+        "the server used {spent:?} of CPU in 3 s while out of descriptors"
+    );
+    drop(held);
+    let started = Instant::now();
+    loop {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut response = String::new();
+            let _ = stream.read_to_string(&mut response);
+            if response.starts_with("HTTP/1.1 200") {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not serving again after descriptors freed up: {}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = served.log();
+    assert_eq!(log.matches("cannot accept connections").count(), 1, "{log}");
+}
+
+/// The open-files limit for the EMFILE test: room for berth itself and a
+/// few connections.
+#[cfg(target_os = "linux")]
+const FD_LIMIT: usize = 64;

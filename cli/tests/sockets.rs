@@ -52,6 +52,11 @@ fn expect_denied(run: &Run, failure: &str) {
     );
 }
 
+/// How the guest's std reports a lookup refused with
+/// `permanent-resolver-failure` (wasi-libc's `EAI_FAIL`); a name that does
+/// not exist reports `EAI_NONAME` instead.
+const REFUSED_LOOKUP: &str = "failed to lookup address information: Non-recoverable error";
+
 /// Two distinct free ports.
 fn two_free_ports() -> (u16, u16) {
     let first = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -172,6 +177,53 @@ fn outbound_connections_need_allow_outbound() {
         run.expect_code(0);
         assert_eq!(run.stdout, "through\n", "{rule}: {}", run.stderr);
     }
+}
+
+/// Name lookups answer only for the host names the rules name: a guest may
+/// not resolve (and so leak data through) any other name, even one the host
+/// would resolve.
+#[test]
+fn only_the_names_of_outbound_rules_resolve() {
+    let berth = Berth::new();
+    let port = upstream(1);
+    let wasm = echo_server();
+    let by_ip = format!("127.0.0.1:{port}");
+    // `localhost` resolves on every host, to the very address the rule
+    // allows: only berth's refusal, before any lookup, makes this fail.
+    // `exfil.invalid` does not exist: a lookup would fail differently
+    // (name-unresolvable) from berth's refusal (permanent-resolver-failure).
+    for name in ["localhost", "exfil.invalid", "secret-data.localhost"] {
+        let target = format!("{name}:{port}");
+        let run = berth.run(&[
+            "run",
+            "--allow-outbound",
+            &by_ip,
+            &wasm,
+            "connect",
+            &target,
+            "leak",
+        ]);
+        run.expect_code(1);
+        let expected = format!("cannot connect to {target}: {REFUSED_LOOKUP}");
+        assert!(
+            run.stderr.contains(&expected),
+            "expected {expected:?} on stderr: {}",
+            run.stderr
+        );
+    }
+    // The name a rule names still resolves (and connects).
+    let by_name = format!("localhost:{port}");
+    let run = berth.run(&[
+        "run",
+        "--allow-outbound",
+        &by_name,
+        &wasm,
+        "connect",
+        &by_name,
+        "named",
+    ]);
+    run.expect_code(0);
+    assert_eq!(run.stdout, "named\n", "{}", run.stderr);
 }
 
 #[test]

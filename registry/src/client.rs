@@ -125,8 +125,7 @@ struct Remote {
 
 impl Remote {
     fn new(reference: Reference, opts: &RemoteOptions) -> Result<Remote> {
-        let plain = opts.plain_http.unwrap_or_else(|| reference.is_loopback());
-        let client = make_client(plain);
+        let client = make_client(uses_plain_http(&reference, opts.plain_http));
         let auth = match &opts.auth {
             Auth::Anonymous => RegistryAuth::Anonymous,
             Auth::Basic(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
@@ -233,8 +232,18 @@ fn convert(registry: &str, e: OciDistributionError) -> RegistryError {
     }
 }
 
+/// Whether `reference`'s registry is reached over plain HTTP: as asked, or
+/// by default only for loopback registries ([`Reference::is_loopback`]).
+fn uses_plain_http(reference: &Reference, plain_http: Option<bool>) -> bool {
+    plain_http.unwrap_or_else(|| reference.is_loopback())
+}
+
 fn make_client(plain_http: bool) -> Client {
-    Client::new(ClientConfig {
+    Client::new(client_config(plain_http))
+}
+
+fn client_config(plain_http: bool) -> ClientConfig {
+    ClientConfig {
         protocol: if plain_http {
             ClientProtocol::Http
         } else {
@@ -243,7 +252,7 @@ fn make_client(plain_http: bool) -> Client {
         connect_timeout: Some(Duration::from_secs(15)),
         read_timeout: Some(Duration::from_secs(60)),
         ..ClientConfig::default()
-    })
+    }
 }
 
 fn descriptor(d: &crate::image::Descriptor) -> OciDescriptor {
@@ -589,7 +598,7 @@ pub async fn verify_credentials(
     plain_http: Option<bool>,
 ) -> Result<()> {
     let probe = Reference::parse(&format!("{registry}/berth/login-check"))?;
-    let plain = plain_http.unwrap_or_else(|| probe.is_loopback());
+    let plain = uses_plain_http(&probe, plain_http);
     let scheme = if plain { "http" } else { "https" };
     let api_host = if registry == crate::reference::DEFAULT_REGISTRY {
         "registry-1.docker.io"
@@ -654,4 +663,41 @@ pub async fn verify_credentials(
             },
             other => other,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn protocol(registry: &str, plain_http: Option<bool>) -> ClientProtocol {
+        let reference = Reference::parse(&format!("{registry}/app:v1")).expect("reference");
+        client_config(uses_plain_http(&reference, plain_http)).protocol
+    }
+
+    #[test]
+    fn names_that_look_like_loopback_get_https() {
+        for registry in [
+            "127.evil.example",
+            "127.evil.example:5000",
+            "localhost.evil.example",
+        ] {
+            assert_eq!(
+                protocol(registry, None),
+                ClientProtocol::Https,
+                "{registry}"
+            );
+        }
+        for registry in ["127.0.0.1:5000", "[::1]:5000", "localhost:5000"] {
+            assert_eq!(protocol(registry, None), ClientProtocol::Http, "{registry}");
+        }
+        // An explicit choice wins either way.
+        assert_eq!(
+            protocol("127.evil.example", Some(true)),
+            ClientProtocol::Http
+        );
+        assert_eq!(
+            protocol("127.0.0.1:5000", Some(false)),
+            ClientProtocol::Https
+        );
+    }
 }

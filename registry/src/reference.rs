@@ -171,10 +171,21 @@ impl Reference {
         name
     }
 
-    /// True for registries reached over plain HTTP by default (loopback).
+    /// True for registries reached over plain HTTP by default: `localhost`
+    /// by name, or a host that parses as a loopback IP address
+    /// (`127.0.0.1:5000`, `[::1]:5000`).
+    ///
+    /// Only the exact forms count. A name that merely looks like a loopback
+    /// address (`127.evil.example`, `localhost.evil.example`) is resolved by
+    /// DNS and may lead anywhere, and the shorthand `127.1` (which C
+    /// resolvers, but not Rust's address parser, read as 127.0.0.1) is
+    /// treated as a name too: each gets HTTPS unless plain HTTP is asked for.
     pub fn is_loopback(&self) -> bool {
         let host = host_of(&self.registry);
-        host == "localhost" || host == "127.0.0.1" || host == "::1" || host.starts_with("127.")
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.to_canonical().is_loopback())
     }
 }
 
@@ -253,6 +264,29 @@ mod tests {
         assert_eq!(Reference::parse("localhost/a")?.registry(), "localhost");
         assert_eq!(Reference::parse("team/app")?.repository(), "team/app");
         assert_eq!(Reference::parse("localhost:5000/a")?.tag(), Some("latest"));
+        Ok(())
+    }
+
+    #[test]
+    fn only_loopback_addresses_and_localhost_are_loopback() -> Result<()> {
+        for (registry, loopback) in [
+            ("127.0.0.1:5000", true),
+            ("127.0.0.2", true),
+            ("[::1]:5000", true),
+            ("[::ffff:127.0.0.1]:5000", true),
+            ("localhost:5000", true),
+            ("localhost", true),
+            ("127.evil.example", false),
+            ("127.evil.example:5000", false),
+            ("localhost.evil.example", false),
+            ("127.1", false),
+            ("10.0.0.1:5000", false),
+            ("[::2]:5000", false),
+            ("docker.io", false),
+        ] {
+            let reference = Reference::parse(&format!("{registry}/app:v1"))?;
+            assert_eq!(reference.is_loopback(), loopback, "{registry}");
+        }
         Ok(())
     }
 

@@ -9,11 +9,18 @@
 //! env and mounts from the [`ServeConfig`] and stdout/stderr to the host's,
 //! so such components run unchanged. Outgoing HTTP is denied unless the
 //! authority is in [`ServeConfig::allow_outbound`].
+//!
+//! Clients cannot hold the server's sockets hostage: a connection must send
+//! its first request header within [`ServeConfig::header_timeout`] (an
+//! HTTP/1.1 connection every request header), one with no request in
+//! progress for [`ServeConfig::idle_timeout`] is closed, and past
+//! [`ServeConfig::max_connections`] open connections new ones are refused
+//! while the open ones are served on.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,6 +43,40 @@ use crate::net::NetError;
 use crate::quantity::format_bytes;
 use crate::sandbox::{GuestState, grant_mounts, new_store};
 use crate::spec::Mount;
+
+/// How long a new connection may take to send its first request header (and
+/// an HTTP/1.1 connection each request header): nginx's
+/// `client_header_timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a connection may stay open with no request in progress: nginx's
+/// `keepalive_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// The longest header or idle timeout honoured; longer ones are cut to it.
+const LONGEST_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The most connections a server keeps open when file descriptors allow.
+pub const MAX_CONNECTIONS_CEILING: usize = 10_000;
+
+/// The default cap on open connections for a process that may open
+/// `fd_limit` files (its soft `RLIMIT_NOFILE`, when known).
+///
+/// Each connection holds one descriptor, and a request needs more of its
+/// own (the directories mounted into its instance, its outgoing
+/// connections), so connections get at most half of the limit: a flood of
+/// clients then meets a clean refusal instead of starving the requests
+/// already accepted. [`MAX_CONNECTIONS_CEILING`] bounds the memory that
+/// idle connections hold (hyper's buffers, a task each: tens of KiB).
+pub fn default_max_connections(fd_limit: Option<u64>) -> usize {
+    let by_fds = fd_limit.map_or(MAX_CONNECTIONS_CEILING, |limit| {
+        usize::try_from(limit / 2).unwrap_or(usize::MAX)
+    });
+    by_fds.clamp(1, MAX_CONNECTIONS_CEILING)
+}
+
+/// What a refused connection is told, in HTTP/1.1 (the common client).
+const REFUSED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 39\r\nconnection: close\r\n\r\nserver busy: too many open connections\n";
 
 /// The export that marks a component as a wasi:http proxy.
 const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
@@ -76,6 +117,15 @@ pub struct ServeConfig {
     pub allow_outbound: Vec<OutboundRule>,
     /// How long a graceful stop waits for in-flight requests.
     pub grace_period: Duration,
+    /// A new connection must send its first request header within this,
+    /// and an HTTP/1.1 connection each request header from the moment the
+    /// server waits for it (so it also bounds an idle HTTP/1.1 keep-alive).
+    pub header_timeout: Duration,
+    /// A connection with no request in progress for this long is closed
+    /// (gracefully: a response still streaming is finished first).
+    pub idle_timeout: Duration,
+    /// Connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
 }
 
 /// Per-request WASI and HTTP state.
@@ -206,39 +256,81 @@ impl Listening {
         let Listening { server, listener } = self;
         // HTTP/1.1, and HTTP/2 over cleartext for clients that open with
         // the HTTP/2 preface (h2c with prior knowledge).
-        let protocols = Arc::new(hyper_util::server::conn::auto::Builder::new(
-            hyper_util::rt::TokioExecutor::new(),
+        let mut protocols =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        protocols
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(server.config.header_timeout);
+        let protocols = Arc::new(protocols);
+        let connections = Arc::new(tokio::sync::Semaphore::new(
+            server.config.max_connections.max(1),
         ));
+        // Counts of the current burst of refusals and accept failures, so
+        // that each burst is logged once rather than once per connection.
+        let mut refused = 0u64;
+        let mut accept_failures = 0u32;
         tokio::pin!(shutdown);
         loop {
-            tokio::select! {
+            let accepted = tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(accepted) => accepted,
-                        Err(error) => {
-                            tracing::warn!(%error, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let server = server.clone();
-                    let protocols = protocols.clone();
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |request| {
-                            let server = server.clone();
-                            async move { Ok::<_, Infallible>(server.handle(request).await) }
-                        });
-                        if let Err(error) = protocols
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await
-                        {
-                            tracing::debug!(%peer, %error, "connection ended with an error");
-                        }
-                    });
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                // The client gave up before we took its connection.
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
                 }
+                Err(error) => {
+                    // Out of file descriptors (EMFILE) or memory: the
+                    // connection stays queued and the listener readable, so
+                    // retrying at once would spin. Back off, up to 1.28 s,
+                    // until accepting works again.
+                    if accept_failures == 0 {
+                        tracing::warn!(%error, "cannot accept connections; retrying with back-off");
+                    }
+                    accept_failures = accept_failures.saturating_add(1);
+                    let pause = Duration::from_millis(10 << accept_failures.min(7));
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        () = tokio::time::sleep(pause) => continue,
+                    }
+                }
+            };
+            if accept_failures > 0 {
+                tracing::info!(failures = accept_failures, "accepting connections again");
+                accept_failures = 0;
             }
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                if refused == 0 {
+                    tracing::warn!(
+                        max_connections = server.config.max_connections,
+                        "connection limit reached; refusing new connections until some close"
+                    );
+                }
+                refused += 1;
+                // Best effort, without waiting: the client learns why.
+                let _ = stream.try_write(REFUSED_RESPONSE);
+                continue;
+            };
+            if refused > 0 {
+                tracing::info!(refused, "below the connection limit again");
+                refused = 0;
+            }
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(
+                server
+                    .clone()
+                    .serve_connection(protocols.clone(), stream, peer, permit),
+            );
         }
         drop(listener);
         let grace = server.config.grace_period;
@@ -270,6 +362,10 @@ pub async fn bind(
     let pre = prepare(engine, component, origin)?;
     // Merged once here rather than per request.
     config.env = crate::spec::merge_env(&config.env);
+    // Deadlines are computed by adding to the clock, which must not
+    // overflow: a year is as good as never.
+    config.header_timeout = config.header_timeout.min(LONGEST_TIMEOUT);
+    config.idle_timeout = config.idle_timeout.min(LONGEST_TIMEOUT);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|error| NetError::listen(config.listen, &error))?;
@@ -303,6 +399,80 @@ fn text_response(status: u16, text: &str) -> hyper::Response<HyperOutgoingBody> 
     response
 }
 
+/// What the idle watchdog of one connection knows of its requests.
+struct Activity {
+    opened: tokio::time::Instant,
+    /// Requests whose handler is running.
+    active: AtomicUsize,
+    /// When the last request's handler returned, in nanoseconds after
+    /// `opened`; 0 until one has.
+    last_end: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            opened: tokio::time::Instant::now(),
+            active: AtomicUsize::new(0),
+            last_end: AtomicU64::new(0),
+        }
+    }
+
+    /// Resolves when the connection has been idle too long: no request
+    /// started within `header_timeout` of opening ([`Expiry::NoRequest`]),
+    /// or none in progress for `idle_timeout` since the last one.
+    async fn expired(&self, header_timeout: Duration, idle_timeout: Duration) -> Expiry {
+        // Neither expiry can come sooner.
+        let mut deadline = self.opened + header_timeout.min(idle_timeout);
+        loop {
+            tokio::time::sleep_until(deadline).await;
+            let now = tokio::time::Instant::now();
+            if self.active.load(Ordering::Acquire) > 0 {
+                deadline = now + idle_timeout;
+                continue;
+            }
+            let (expiry, expires) = match self.last_end.load(Ordering::Acquire) {
+                0 => (Expiry::NoRequest, self.opened + header_timeout),
+                ended => (
+                    Expiry::Idle,
+                    self.opened + Duration::from_nanos(ended) + idle_timeout,
+                ),
+            };
+            if now >= expires {
+                return expiry;
+            }
+            deadline = expires;
+        }
+    }
+}
+
+/// Why a connection's watchdog closes it.
+#[derive(Debug, PartialEq, Eq)]
+enum Expiry {
+    /// It never sent a whole request header: there is nothing to finish.
+    NoRequest,
+    /// Its requests are done; a response may still be streaming.
+    Idle,
+}
+
+/// Marks a request of a connection as running until dropped.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.active.fetch_add(1, Ordering::AcqRel);
+        Busy(activity.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let elapsed = u64::try_from(self.0.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.0.last_end.store(elapsed.max(1), Ordering::Release);
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Decrements the in-flight count when a request ends, however it ends.
 struct InFlight<'a>(&'a Server);
 
@@ -315,6 +485,56 @@ impl Drop for InFlight<'_> {
 }
 
 impl Server {
+    /// Serves one accepted connection until the client closes it, it
+    /// errs, or it stays idle too long; `permit` holds its place under the
+    /// connection cap.
+    async fn serve_connection(
+        self: Arc<Self>,
+        protocols: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let activity = Arc::new(Activity::new());
+        let (header_timeout, idle_timeout) = (self.config.header_timeout, self.config.idle_timeout);
+        let finish_within = self.config.request_timeout;
+        let server = self;
+        let requests = activity.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let server = server.clone();
+            let busy = Busy::new(&requests);
+            async move {
+                let response = server.handle(request).await;
+                drop(busy);
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let connection = protocols.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        let expired = activity.expired(header_timeout, idle_timeout);
+        let result = tokio::select! {
+            biased;
+            result = connection.as_mut() => result,
+            expiry = expired => {
+                tracing::debug!(%peer, ?expiry, "closing an idle connection");
+                if expiry == Expiry::NoRequest {
+                    return;
+                }
+                // Lets a response still streaming finish (its instance's
+                // deadline bounds it), then closes; an HTTP/2 client that
+                // does not take part in the shutdown is cut off then too.
+                connection.as_mut().graceful_shutdown();
+                tokio::time::timeout(finish_within, connection.as_mut())
+                    .await
+                    .unwrap_or(Ok(()))
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(%peer, %error, "connection ended with an error");
+        }
+        drop(permit);
+    }
+
     fn new_store(&self) -> Result<Store<GuestState<HttpState>>, String> {
         let mut builder = WasiCtxBuilder::new();
         builder
@@ -452,5 +672,56 @@ impl Server {
                 text_response(504, "request timed out\n")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_cap_leaves_half_the_descriptors_for_requests() {
+        assert_eq!(default_max_connections(None), MAX_CONNECTIONS_CEILING);
+        assert_eq!(default_max_connections(Some(1024)), 512);
+        assert_eq!(
+            default_max_connections(Some(1 << 20)),
+            MAX_CONNECTIONS_CEILING
+        );
+        assert_eq!(default_max_connections(Some(1)), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_expires_only_when_no_request_runs() {
+        let (header, idle) = (Duration::from_millis(200), Duration::from_millis(300));
+        let bound = Duration::from_secs(10);
+        // No request at all: the header timeout.
+        let activity = Arc::new(Activity::new());
+        let started = tokio::time::Instant::now();
+        assert_eq!(activity.expired(header, idle).await, Expiry::NoRequest);
+        assert!((header..header + bound).contains(&started.elapsed()));
+
+        // A request running past both timeouts keeps it open; the idle
+        // timeout counts from its end.
+        let activity = Arc::new(Activity::new());
+        let busy = Busy::new(&activity);
+        let watchdog = tokio::spawn({
+            let activity = activity.clone();
+            async move { activity.expired(header, idle).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!watchdog.is_finished());
+        let ended = tokio::time::Instant::now();
+        drop(busy);
+        assert_eq!(watchdog.await.expect("watchdog"), Expiry::Idle);
+        assert!((idle..idle + bound).contains(&ended.elapsed()));
+
+        // After a request, the idle timeout counts even when it is the
+        // shorter.
+        let (header, idle) = (Duration::from_secs(60), Duration::from_millis(300));
+        let activity = Arc::new(Activity::new());
+        let ended = tokio::time::Instant::now();
+        drop(Busy::new(&activity));
+        assert_eq!(activity.expired(header, idle).await, Expiry::Idle);
+        assert!((idle..idle + bound).contains(&ended.elapsed()));
     }
 }

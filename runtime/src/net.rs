@@ -13,15 +13,21 @@
 //!   `access-denied`.
 //! - **Outgoing** TCP connections and UDP datagrams to the hosts of its
 //!   [`OutboundRule`]s. Rules naming a host are resolved on the host and
-//!   compared by IP; name lookups (`wasi:sockets/ip-name-lookup`) are only
-//!   offered when there is at least one rule. UDP replies are accepted only
-//!   from allowed peers.
+//!   compared by IP. UDP replies are accepted only from allowed peers.
+//! - **Name lookups** (`wasi:sockets/ip-name-lookup`) of exactly the host
+//!   names the outbound rules name, and of literal IP addresses. Any other
+//!   name is refused with `permanent-resolver-failure` before a query leaves
+//!   the host, so a guest cannot smuggle data out in the names it looks up
+//!   (`secret.attacker.example`). A name that does not exist gives
+//!   `name-unresolvable`, which tells the two apart.
 //!
 //! wasmtime-wasi's socket address check can only allow or deny an address,
 //! so the port rewrite redefines `[method]tcp-socket.start-bind` (and
 //! `local-address`, so the guest sees the port it asked for) in the linker,
 //! calling through to wasmtime-wasi's own implementation with the host
-//! address; the address check then enforces the rest of the policy.
+//! address; the address check then enforces the rest of the policy. Name
+//! lookups are all-or-nothing in wasmtime-wasi, so `resolve-addresses` is
+//! redefined the same way, to call through only for the names allowed.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -31,6 +37,7 @@ use std::time::{Duration, Instant};
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup;
 use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddressFamily, IpSocketAddress};
 use wasmtime_wasi::p2::bindings::sockets::tcp::HostTcpSocket;
 use wasmtime_wasi::p2::{Network, SocketError, TcpSocket};
@@ -42,6 +49,10 @@ use crate::sandbox::{GuestState, P2State};
 /// importing any earlier 0.2.x version resolve to it (the linker matches
 /// semver-compatible names), so redefining functions here covers them all.
 const TCP_INTERFACE: &str = "wasi:sockets/tcp@0.2.12";
+
+/// The `wasi:sockets/ip-name-lookup` interface of wasmtime-wasi 48 (see
+/// [`TCP_INTERFACE`] for the versions it covers).
+const IP_NAME_LOOKUP_INTERFACE: &str = "wasi:sockets/ip-name-lookup@0.2.12";
 
 /// How long a resolved outbound host name is trusted.
 const RESOLVE_TTL: Duration = Duration::from_secs(30);
@@ -193,6 +204,13 @@ impl OutboundRule {
             && self.allows_port(port)
     }
 
+    /// Whether the rule names `host` (a name as a resolver takes it: any
+    /// case, optionally with the root's trailing dot).
+    fn names(&self, host: &str) -> bool {
+        let host = host.strip_suffix('.').unwrap_or(host);
+        self.host.eq_ignore_ascii_case(host)
+    }
+
     fn allows_port(&self, port: u16) -> bool {
         self.port.is_none_or(|allowed| allowed == port)
     }
@@ -325,6 +343,17 @@ impl SocketGuard {
         Ok(SocketAddr::new(ip, host.port()))
     }
 
+    /// Whether the guest may look up `name`: a literal IP address (nothing
+    /// is queried) or a host name an outbound rule names.
+    fn may_resolve(&self, name: &str) -> bool {
+        name.parse::<IpAddr>().is_ok()
+            || self
+                .policy
+                .outbound
+                .iter()
+                .any(|rule| rule.host.parse::<IpAddr>().is_err() && rule.names(name))
+    }
+
     fn record_bind(&self, actual: SocketAddr, requested: SocketAddr) {
         if let Ok(mut bound) = self.bound.lock() {
             bound.retain(|(existing, _)| *existing != actual);
@@ -423,7 +452,9 @@ impl SocketGuard {
 /// Redefines `[method]tcp-socket.start-bind` and `local-address` of
 /// `wasi:sockets/tcp` so that guest binds follow the sandbox's
 /// [`NetworkPolicy`]: a granted container port binds its host address, any
-/// other port is refused.
+/// other port is refused. Redefines `resolve-addresses` of
+/// `wasi:sockets/ip-name-lookup` so that only the names the policy allows
+/// are looked up.
 pub(crate) fn add_port_rewrite(linker: &mut Linker<GuestState<P2State>>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut tcp = linker.instance(TCP_INTERFACE)?;
@@ -472,6 +503,27 @@ pub(crate) fn add_port_rewrite(linker: &mut Linker<GuestState<P2State>>) -> wasm
                 Ok(actual) => Ok(IpSocketAddress::from(guard.guest_view(actual.into()))),
                 Err(error) => Err(error_code(error)?),
             },))
+        },
+    )?;
+    let mut lookup = linker.instance(IP_NAME_LOOKUP_INTERFACE)?;
+    lookup.func_wrap(
+        "resolve-addresses",
+        |mut store: StoreContextMut<'_, GuestState<P2State>>,
+         (network, name): (Resource<Network>, String)| {
+            let state = store.data_mut();
+            if !state.wasi.net.may_resolve(&name) {
+                tracing::info!(
+                    name,
+                    "name lookup denied: only the hosts of --allow-outbound rules resolve"
+                );
+                return Ok((Err(ErrorCode::PermanentResolverFailure),));
+            }
+            Ok((
+                match ip_name_lookup::Host::resolve_addresses(&mut state.sockets(), network, name) {
+                    Ok(stream) => Ok(stream),
+                    Err(error) => Err(error_code(error)?),
+                },
+            ))
         },
     )?;
     linker.allow_shadowing(false);
@@ -620,6 +672,33 @@ mod tests {
         );
         let other: SocketAddr = "127.0.0.1:9001".parse().expect("addr");
         assert_eq!(guard.guest_view(other), other);
+    }
+
+    #[test]
+    fn only_the_names_of_rules_resolve() {
+        assert!(!guard(NetworkPolicy::default()).may_resolve("api.example.com"));
+        let guard = guard(NetworkPolicy {
+            outbound: vec![
+                OutboundRule::parse("api.example.com:443").expect("valid"),
+                OutboundRule::parse("127.0.0.1:8080").expect("valid"),
+            ],
+            ..NetworkPolicy::default()
+        });
+        for (name, allowed) in [
+            ("api.example.com", true),
+            ("API.Example.com.", true),
+            ("127.0.0.1", true),
+            ("10.1.2.3", true),
+            ("::1", true),
+            ("secret.api.example.com", false),
+            ("api.example.com.attacker.example", false),
+            ("exfil.invalid", false),
+            ("localhost", false),
+            ("127.1", false),
+            ("", false),
+        ] {
+            assert_eq!(guard.may_resolve(name), allowed, "{name}");
+        }
     }
 
     #[tokio::test]

@@ -67,6 +67,20 @@ pub struct RunArgs {
     #[arg(long = "max-concurrency", value_name = "N", default_value_t = 1000)]
     max_concurrency: usize,
 
+    /// HTTP: close a connection that has not sent a whole request header
+    /// this long after opening (HTTP/1.1: after it waits for a request).
+    #[arg(long = "header-timeout", value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    header_timeout: Duration,
+
+    /// HTTP: close a connection with no request in progress for this long.
+    #[arg(long = "idle-timeout", value_name = "DURATION", value_parser = parse_duration, default_value = "75s")]
+    idle_timeout: Duration,
+
+    /// HTTP: connections open at once; more get 503 and are closed
+    /// [default: 10000, or half the open-files limit if lower].
+    #[arg(long = "max-connections", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+
     /// Allow outgoing HTTP requests and connections to HOST[:PORT];
     /// repeatable (default: none).
     #[arg(long = "allow-outbound", value_name = "HOST[:PORT]", value_parser = parse_outbound)]
@@ -607,6 +621,12 @@ fn serve(
         mounts,
         allow_outbound: args.allow_outbound.clone(),
         grace_period: args.stop_timeout,
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections.map_or_else(
+            || berth_runtime::http::default_max_connections(open_files_limit()),
+            |max| usize::try_from(max).unwrap_or(usize::MAX),
+        ),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -655,4 +675,24 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// This process's soft limit on open files, when the OS tells it.
+#[cfg(unix)]
+fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let status = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    // rlim_t is u64 on most targets but not all.
+    #[allow(clippy::useless_conversion)]
+    let current = u64::from(limit.rlim_cur);
+    (status == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(current)
+}
+
+#[cfg(not(unix))]
+fn open_files_limit() -> Option<u64> {
+    None
 }
