@@ -1,13 +1,18 @@
 //! The CPU quota throttles, it never kills: a busy loop under `--cpus 0.25`
 //! takes about four times its unthrottled wall time for about the same CPU
-//! time. One test in its own binary so no other test competes for the CPU
-//! or the child-rusage counters.
+//! time; and it holds whatever the guest spends its time on, wasm or costly
+//! host calls. The tests are in their own binary and take turns, so no
+//! other test competes for the CPU or the child-rusage counters.
 
 mod common;
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::{Berth, example};
+
+/// Held by each test: the child-rusage counters are per process.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// CPU time (user + system) used by all waited-for children so far.
 #[cfg(unix)]
@@ -25,6 +30,9 @@ fn children_cpu_time() -> Duration {
 #[cfg(unix)]
 #[test]
 fn quarter_cpu_throttles_a_busy_loop_about_four_times() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let berth = Berth::new();
     let busy = example("wasm/busy.wasm").display().to_string();
     // Warm the compile cache so both runs do the same work.
@@ -65,5 +73,51 @@ fn quarter_cpu_throttles_a_busy_loop_about_four_times() {
     assert!(
         (0.6..=1.6).contains(&cpu_ratio),
         "CPU time changed by {cpu_ratio:.2}x under throttling"
+    );
+}
+
+/// A guest that spends its time in the host, not in wasm: it asks for
+/// 1 MiB of random bytes, over and over.
+const RANDOM_LOOP: &str = r#"(module
+  (import "wasi_snapshot_preview1" "random_get"
+    (func $random_get (param i32 i32) (result i32)))
+  (memory (export "memory") 17)
+  (func (export "_start")
+    (loop $forever
+      (drop (call $random_get (i32.const 0) (i32.const 1048576)))
+      (br $forever))))
+"#;
+
+#[cfg(unix)]
+#[test]
+fn cpu_quota_holds_for_a_guest_looping_over_a_costly_host_call() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let berth = Berth::new();
+    let module = berth.home.path().join("random-loop.wat");
+    std::fs::write(&module, RANDOM_LOOP).expect("write the module");
+    let module = module.display().to_string();
+    let before = children_cpu_time();
+    let run = berth.run_with(
+        berth.command(&["run", "--cpus", "0.1", "--timeout", "4s", &module]),
+        None,
+        Duration::from_secs(60),
+    );
+    run.expect_code(137);
+    assert!(run.stderr.contains("timeout of 4s"), "{}", run.stderr);
+    let cpu = children_cpu_time() - before;
+    let share = cpu.as_secs_f64() / run.elapsed.as_secs_f64();
+    eprintln!(
+        "--cpus 0.1: {cpu:?} of CPU in {:?}: {:.0}% of a core",
+        run.elapsed,
+        share * 100.0
+    );
+    // 10% plus start-up, with room for a loaded machine; before the quota
+    // charged host calls, this guest took all of a core it could get.
+    assert!(
+        share < 0.25,
+        "the guest used {:.0}% of a core under --cpus 0.1",
+        share * 100.0
     );
 }
