@@ -41,7 +41,7 @@ pub fn compile_cache(limits: berth_runtime::CompileLimits) -> Result<berth_runti
 }
 
 /// The compile limits: `BERTH_COMPILE_TIMEOUT` (a duration) and
-/// `BERTH_COMPILE_MEMORY` (a size) when set, else 60 s and 2 GiB. A run's
+/// `BERTH_COMPILE_MEMORY` (a size) when set, else 180 s and 2 GiB. A run's
 /// `--timeout`, when given, replaces the time limit (`run_timeout`).
 pub fn compile_limits(
     run_timeout: Option<std::time::Duration>,

@@ -208,3 +208,42 @@ fn bad_compile_limits_are_named() {
         .run_with(command, None, Duration::from_secs(60))
         .expect_berth_error("BERTH_COMPILE_MEMORY \"lots\"");
 }
+
+#[test]
+fn build_stops_precompiling_at_the_compile_limit() {
+    let berth = Berth::new();
+    let context = tempfile::tempdir().expect("context");
+    let text = compile_bomb(500, 500);
+    let (binary, _) = berth_runtime::program::to_binary(text.as_bytes(), "slow")
+        .expect("the generated module is valid");
+    std::fs::write(context.path().join("slow.wasm"), binary).expect("write the module");
+    write(
+        context.path(),
+        "Dockerfile",
+        "FROM scratch\nCOPY slow.wasm /slow.wasm\nENTRYPOINT [\"/slow.wasm\"]\n",
+    );
+    let mut command = berth.command(&[
+        "build",
+        "-t",
+        "slow:v1",
+        &context.path().display().to_string(),
+    ]);
+    command.env("BERTH_COMPILE_TIMEOUT", "2s");
+    let built = berth.run_with(command, None, Duration::from_secs(300));
+    // The image is stored; only the precompile is given up, with the limit
+    // named, and nothing is cached.
+    built.expect_code(0);
+    assert!(
+        built.stderr.contains("cannot precompile")
+            && built.stderr.contains("compile time limit of 2s"),
+        "{}",
+        built.stderr
+    );
+    assert!(
+        built.elapsed < Duration::from_secs(15),
+        "build took {:?}",
+        built.elapsed
+    );
+    let cache = berth.home.path().join("cache");
+    assert_eq!(files_under(&cache), Vec::<PathBuf>::new());
+}
