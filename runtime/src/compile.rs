@@ -194,7 +194,7 @@ pub(crate) fn compile_in_child(
             origin: origin.to_owned(),
             limit: format!(
                 "compile time limit of {}",
-                describe_duration(limits.deadline)
+                crate::sandbox::humanize(limits.deadline)
             ),
         }));
     };
@@ -226,15 +226,6 @@ pub(crate) fn compile_in_child(
                 format!(": {stderr}")
             }
         ))),
-    }
-}
-
-/// "60s", "1.5s" or "250ms", for messages.
-fn describe_duration(duration: Duration) -> String {
-    if duration.as_millis() < 1000 {
-        format!("{}ms", duration.as_millis())
-    } else {
-        format!("{}s", duration.as_secs_f64())
     }
 }
 

@@ -95,7 +95,8 @@ impl ExitStatus {
     }
 }
 
-fn humanize(duration: Duration) -> String {
+/// "2s", "1.5s" or "250ms", for messages.
+pub(crate) fn humanize(duration: Duration) -> String {
     if duration.as_millis() < 1000 {
         format!("{}ms", duration.as_millis())
     } else {
