@@ -154,10 +154,14 @@ impl CompileCache {
                         return Err(error);
                     }
                 };
+                // Loading is where this engine's own requirements (e.g. a
+                // pool's memory size) are checked, as compiling in process
+                // would have: the same error.
                 let code = deserialize(engine, &payload, kind).map_err(|reason| {
-                    RuntimeError::Compiler {
+                    RuntimeError::InvalidWasm {
                         origin: origin.to_owned(),
-                        reason: format!("the compiler process returned unusable code: {reason}"),
+                        kind: kind.noun(),
+                        reason,
                     }
                 })?;
                 (Program::new(code, binary), Ok(payload))
