@@ -73,6 +73,10 @@ enum Command {
         /// The container's ID.
         id: String,
     },
+    /// Compile one program under limits (started by berth itself; reads a
+    /// compile request on stdin, writes the code on stdout).
+    #[command(name = "__compile", hide = true)]
+    Compile,
 }
 
 fn main() -> ExitCode {
@@ -102,6 +106,10 @@ fn main() -> ExitCode {
         Command::Restart(args) => container::restart_command(args),
         Command::Rm(args) => container::rm_command(args),
         Command::Supervise { id } => container::supervise_command(&id),
+        Command::Compile => {
+            let code = berth_runtime::compile::child_main();
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

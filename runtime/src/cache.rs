@@ -8,7 +8,8 @@
 //! bytes reach `deserialize`: a truncated or corrupted entry is discarded
 //! and rebuilt, never loaded. Entries are written to a temp file, fsynced
 //! and renamed into place, so concurrent runs and crashes leave either a
-//! whole entry or none.
+//! whole entry or none. A miss may be compiled in a child process under
+//! limits ([`CompileIsolation`]); nothing is stored unless it succeeded.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -19,15 +20,18 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::RuntimeError;
-use crate::program::{Program, WasmKind, compile};
+use crate::compile::{ChildFailure, CompileIsolation, compile_in_child};
+use crate::program::{Code, Program, WasmKind, compile};
 
 const ENTRY_MAGIC: &[u8; 8] = b"BERTHCW1";
 const HEADER_LEN: usize = ENTRY_MAGIC.len() + 32;
 
-/// A directory of compiled code.
+/// A directory of compiled code, and where programs missing from it are
+/// compiled.
 #[derive(Debug, Clone)]
 pub struct CompileCache {
     dir: PathBuf,
+    isolation: CompileIsolation,
 }
 
 /// Where a program came from, for logs and benchmarks.
@@ -56,7 +60,17 @@ impl Hasher for Sha256Hasher {
 impl CompileCache {
     /// A cache rooted at `dir` (created on first store).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        CompileCache { dir: dir.into() }
+        CompileCache {
+            dir: dir.into(),
+            isolation: CompileIsolation::InProcess,
+        }
+    }
+
+    /// Compiles misses as `isolation` says (in this process by default).
+    /// Hits never start anything.
+    pub fn with_isolation(mut self, isolation: CompileIsolation) -> Self {
+        self.isolation = isolation;
+        self
     }
 
     /// The directory holding the entries.
@@ -101,7 +115,8 @@ impl CompileCache {
             Ok(entry) => match verified_payload(&entry)
                 .and_then(|payload| deserialize(engine, payload, kind))
             {
-                Ok(program) => {
+                Ok(code) => {
+                    let program = Program::new(code, binary);
                     tracing::debug!(path = %path.display(), "compile cache hit");
                     return Ok((program, CacheOutcome::Hit));
                 }
@@ -116,10 +131,41 @@ impl CompileCache {
                 tracing::warn!(path = %path.display(), %error, "cannot read compile cache entry")
             }
         }
-        let program = compile(engine, binary, kind, origin)?;
-        let serialized = match &program {
-            Program::Module(module) => module.serialize(),
-            Program::Component(component) => component.serialize(),
+        let (program, serialized) = match &self.isolation {
+            CompileIsolation::InProcess => {
+                let program = compile(engine, binary, kind, origin)?;
+                let serialized = match program.code() {
+                    Code::Module(module) => module.serialize(),
+                    Code::Component(component) => component.serialize(),
+                };
+                (program, serialized)
+            }
+            CompileIsolation::Child(child) => {
+                let payload = match compile_in_child(child, binary, kind, origin) {
+                    Ok(payload) => payload,
+                    Err(ChildFailure::Invalid(reason)) => {
+                        return Err(RuntimeError::InvalidWasm {
+                            origin: origin.to_owned(),
+                            kind: kind.noun(),
+                            reason,
+                        });
+                    }
+                    Err(ChildFailure::Limit(error) | ChildFailure::Failed(error)) => {
+                        return Err(error);
+                    }
+                };
+                // Loading is where this engine's own requirements (e.g. a
+                // pool's memory size) are checked, as compiling in process
+                // would have: the same error.
+                let code = deserialize(engine, &payload, kind).map_err(|reason| {
+                    RuntimeError::InvalidWasm {
+                        origin: origin.to_owned(),
+                        kind: kind.noun(),
+                        reason,
+                    }
+                })?;
+                (Program::new(code, binary), Ok(payload))
+            }
         };
         match serialized {
             Ok(payload) => {
@@ -157,19 +203,21 @@ fn verified_payload(entry: &[u8]) -> Result<&[u8], String> {
     Ok(payload)
 }
 
-fn deserialize(engine: &Engine, payload: &[u8], kind: WasmKind) -> Result<Program, String> {
+fn deserialize(engine: &Engine, payload: &[u8], kind: WasmKind) -> Result<Code, String> {
     // SAFETY: `deserialize` trusts its input to be code produced by a
-    // compatible engine. The payload was written by `store` from the output
-    // of `serialize` of an engine with the same compatibility hash (it is
-    // part of the file name), and its sha256 has just been verified, so the
-    // bytes are exactly what wasmtime produced. wasmtime additionally checks
-    // its own header and version.
+    // compatible engine. A cached payload was written by `store` from the
+    // output of `serialize` of an engine with the same compatibility hash
+    // (it is part of the file name), and its sha256 has just been verified,
+    // so the bytes are exactly what wasmtime produced. A fresh payload comes
+    // over a pipe from the compile child, which is the front door's own
+    // executable compiling with the same engine configuration. wasmtime
+    // additionally checks its own header, version and engine settings.
     let result = match kind {
         WasmKind::Module => {
-            unsafe { wasmtime::Module::deserialize(engine, payload) }.map(Program::Module)
+            unsafe { wasmtime::Module::deserialize(engine, payload) }.map(Code::Module)
         }
         WasmKind::Component => {
-            unsafe { Component::deserialize(engine, payload) }.map(Program::Component)
+            unsafe { Component::deserialize(engine, payload) }.map(Code::Component)
         }
     };
     result.map_err(|error| format!("{error:#}"))

@@ -81,6 +81,22 @@ pub enum RuntimeError {
     /// port is in use).
     #[error(transparent)]
     Network(#[from] crate::net::NetError),
+    /// Compiling the program was stopped by a compile limit.
+    #[error("cannot compile {origin}: it exceeded the {limit}")]
+    CompileLimit {
+        /// Where the program came from.
+        origin: String,
+        /// The limit and its value, e.g. "compile time limit of 60s".
+        limit: String,
+    },
+    /// The compiler could not be run (e.g. the compile child failed).
+    #[error("cannot compile {origin}: {reason}")]
+    Compiler {
+        /// Where the program came from.
+        origin: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Linking the program against WASI failed (e.g. an unknown import).
     #[error("cannot start {origin}: {reason}")]
     Link {

@@ -40,6 +40,7 @@ pub use crate::net::OutboundRule;
 use crate::RuntimeError;
 use crate::limits::Limits;
 use crate::net::NetError;
+use crate::program::Program;
 use crate::quantity::format_bytes;
 use crate::sandbox::{GuestState, grant_mounts, new_store};
 use crate::spec::Mount;
@@ -198,10 +199,23 @@ impl WasiHttpHooks for OutboundHooks {
     }
 }
 
+/// Resources one request may hold at once (fields, bodies, streams,
+/// pollables, outgoing requests). A handler uses a few dozen; each entry is
+/// a small host object, except fields, which are bounded by
+/// [`MAX_FIELDS_BYTES`].
+pub const MAX_REQUEST_RESOURCES: usize = 1024;
+
+/// Bytes of headers (or trailers) one fields resource may hold, counted as
+/// wasmtime counts them (their in-memory size). wasmtime's default is
+/// 128 KiB; proxies commonly cap request headers at 8 to 16 KiB.
+pub const MAX_FIELDS_BYTES: usize = 64 << 10;
+
 /// A running server's shared state.
 struct Server {
     engine: &'static Engine,
     pre: ProxyPre<GuestState<HttpState>>,
+    /// Host bytes each request's instances take, charged to its limit.
+    footprint: u64,
     config: ServeConfig,
     allow: Arc<Vec<OutboundRule>>,
     permits: tokio::sync::Semaphore,
@@ -355,11 +369,32 @@ impl Listening {
 /// Links the component and binds the port.
 pub async fn bind(
     engine: &'static Engine,
-    component: &Component,
+    program: &Program,
     origin: &str,
     mut config: ServeConfig,
 ) -> Result<Listening, ServeError> {
+    let Some(component) = program.component() else {
+        return Err(RuntimeError::Entrypoint {
+            origin: origin.to_owned(),
+            reason: "is a core module; only components can serve wasi:http".into(),
+        }
+        .into());
+    };
     let pre = prepare(engine, component, origin)?;
+    let footprint = program.footprint().bytes;
+    if let Some(limit) = config.limits.memory_bytes
+        && footprint > limit
+    {
+        return Err(RuntimeError::Entrypoint {
+            origin: origin.to_owned(),
+            reason: format!(
+                "needs about {} of host memory for its instances, over the memory limit of {} per request",
+                format_bytes(footprint),
+                format_bytes(limit)
+            ),
+        }
+        .into());
+    }
     // Merged once here rather than per request.
     config.env = crate::spec::merge_env(&config.env);
     // Deadlines are computed by adding to the clock, which must not
@@ -375,6 +410,7 @@ pub async fn bind(
         server: Arc::new(Server {
             engine,
             pre,
+            footprint,
             config,
             allow,
             permits,
@@ -542,10 +578,14 @@ impl Server {
             .inherit_stderr()
             .envs(&self.config.env);
         grant_mounts(&mut builder, &self.config.mounts).map_err(|error| error.to_string())?;
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_BYTES);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_REQUEST_RESOURCES);
         let state = HttpState {
             ctx: builder.build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            http,
+            table,
             hooks: OutboundHooks {
                 allow: self.allow.clone(),
             },
@@ -554,7 +594,7 @@ impl Server {
             timeout: Some(self.config.request_timeout),
             ..self.config.limits.clone()
         };
-        Ok(new_store(self.engine, state, &limits))
+        Ok(new_store(self.engine, state, &limits, self.footprint))
     }
 
     async fn handle(
@@ -592,6 +632,7 @@ impl Server {
         };
         let pre = self.pre.clone();
         let limit = self.config.limits.memory_bytes;
+        let meter = store.data().cpu_meter();
         let guest = async move {
             let result = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
@@ -612,6 +653,7 @@ impl Server {
             }
             result.map_err(|error| (error, store.data().memory_refused()))
         };
+        let guest = crate::limits::Metered::new(guest, meter);
         // The guest runs inline on this connection's task until it sets the
         // response; only a guest still running then (streaming its body) is
         // moved to a task of its own. That saves a spawn and a cross-thread

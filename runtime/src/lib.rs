@@ -10,8 +10,10 @@
 //! variable or socket unless its [`SandboxSpec`] lists it.
 
 pub mod cache;
+pub mod compile;
 pub mod engine;
 pub mod error;
+pub mod footprint;
 pub mod http;
 pub mod limits;
 pub mod net;
@@ -21,11 +23,12 @@ pub mod sandbox;
 pub mod spec;
 
 pub use cache::CompileCache;
+pub use compile::{ChildCompiler, CompileIsolation, CompileLimits};
 pub use engine::shared_engine;
 pub use error::RuntimeError;
 pub use limits::Limits;
 pub use net::{NetworkPolicy, OutboundRule, PortMapping};
-pub use program::{Program, WasmKind};
+pub use program::{Code, Program, WasmKind};
 pub use sandbox::{EXIT_KILLED, EXIT_TRAPPED, ExitReason, ExitStatus, run};
 pub use spec::{Entrypoint, Mount, Output, SandboxSpec, Stdin};
 /// The wasmtime version berth is built on, for front doors that need its types.

@@ -1,31 +1,54 @@
 //! Resource limits, each a cgroup analogue enforced inside the sandbox.
 //!
 //! - [`MemoryLimiter`] is `memory.max`: it caps the sum of every linear
-//!   memory and table of one instance. A refused grow behaves as the wasm
+//!   memory and table of one sandbox plus the host memory its instances
+//!   take (estimated from the program, [`crate::footprint`]), and bounds
+//!   the number of instances, tables and memories ([`MAX_INSTANCES`]). A refused grow behaves as the wasm
 //!   spec says (`memory.grow` returns -1, `table.grow` returns -1); the
 //!   limiter remembers the refusal so that a guest which then traps or aborts
 //!   is reported as OOM-killed.
 //! - [`CpuThrottle`] is `cpu.cfs_quota_us / cfs_period_us`: a token bucket
 //!   consulted at every epoch tick that makes a busy guest sleep until it is
-//!   back under its share of one core. It never kills.
+//!   back under its share of one core. It never kills. It charges the CPU
+//!   time a [`CpuMeter`] measured around the sandbox's polls, so host calls
+//!   count as much as wasm.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// Limits applied to one sandbox. `None` means unlimited.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Limits {
-    /// Maximum bytes of linear memory plus table storage.
+    /// Maximum bytes of linear memory plus table storage plus the host
+    /// memory of the program's instances.
     pub memory_bytes: Option<u64>,
     /// CPU quota as a fraction of one core (0.25 = a quarter core).
     pub cpus: Option<f64>,
     /// Wall-clock time after which the guest is killed.
     pub timeout: Option<Duration>,
+    /// When the timeout's clock started, if before the sandbox itself
+    /// (e.g. before the program was compiled, so that compiling counts).
+    pub started: Option<Instant>,
 }
 
 /// Bytes wasmtime uses for one table element (a pointer).
 const TABLE_ELEMENT_BYTES: u64 = std::mem::size_of::<usize>() as u64;
 
-/// Caps total linear memory and table growth of one store.
+/// Core instances one sandbox may create. Each costs host memory that
+/// [`crate::footprint`] charges against the memory limit; this bounds a
+/// sandbox without one. The largest example, a ComponentizeJS component,
+/// creates fewer than 20.
+pub const MAX_INSTANCES: usize = 1000;
+/// Tables one sandbox may create (wasmtime's default is 10,000).
+pub const MAX_TABLES: usize = 1000;
+/// Linear memories one sandbox may create (wasmtime's default is 10,000).
+pub const MAX_MEMORIES: usize = 100;
+
+/// Caps total linear memory and table growth of one store, and the number
+/// of instances, tables and memories in it.
 #[derive(Debug, Default)]
 pub struct MemoryLimiter {
     limit: Option<u64>,
@@ -51,6 +74,13 @@ impl MemoryLimiter {
     /// Bytes currently accounted to memories and tables.
     pub fn used(&self) -> u64 {
         self.used
+    }
+
+    /// Charges `bytes` of host memory that no growth reports (the
+    /// program's instances, see [`crate::footprint`]); false, and
+    /// remembered as refused, when that is over the limit.
+    pub fn reserve(&mut self, bytes: u64) -> bool {
+        self.grow(0, bytes)
     }
 
     fn grow(&mut self, current: u64, desired: u64) -> bool {
@@ -90,26 +120,40 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             (desired as u64).saturating_mul(TABLE_ELEMENT_BYTES),
         ))
     }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
 }
 
 /// A token bucket that keeps a guest at `cpus` of one core over wall time.
 ///
-/// The guest is charged only for time spent executing wasm: the store's call
-/// hook reports every switch between wasm and the host, so a guest blocked
-/// in a host call (reading stdin, sleeping) is not charged. At every epoch
-/// tick the guest is credited `cpus` times what it ran; when the balance goes
-/// negative it sleeps exactly long enough to earn it back. Credit saved while
-/// idle is capped at one [`CpuThrottle::PERIOD`] worth of quota, like CFS, so
-/// an idle guest cannot save up for a long burst.
+/// The guest is charged the CPU time its sandbox really uses: wasm and the
+/// host calls it makes alike, measured by a [`CpuMeter`] around every poll
+/// of the sandbox's future. A guest blocked in the host (reading stdin,
+/// sleeping) uses no CPU and is charged nothing. At every epoch tick the
+/// guest is credited `cpus` times the wall time since the last tick and
+/// debited the CPU time it used; when the balance goes negative it sleeps
+/// exactly long enough to earn it back. Credit saved while idle is capped at
+/// one [`CpuThrottle::PERIOD`] worth of quota, like CFS, so an idle guest
+/// cannot save up for a long burst.
 #[derive(Debug)]
 pub struct CpuThrottle {
     cpus: f64,
     burst: f64,
     credit: f64,
-    /// When the guest last started running wasm; `None` while in the host.
-    running_since: Option<Instant>,
-    /// Wasm time accumulated since the last tick.
-    ran: Duration,
+    /// Wall time up to which the guest has been credited.
+    credited_until: Instant,
+    /// CPU time charged so far.
+    charged: Duration,
     throttled: Duration,
 }
 
@@ -117,14 +161,14 @@ impl CpuThrottle {
     /// The accounting period, as cgroups' default `cpu.cfs_period_us`.
     pub const PERIOD: Duration = Duration::from_millis(100);
 
-    /// A throttle for `cpus` cores; the guest is not running yet.
-    pub fn new(cpus: f64) -> Self {
+    /// A throttle for `cpus` cores, starting to count at `now`.
+    pub fn new(cpus: f64, now: Instant) -> Self {
         CpuThrottle {
             cpus,
             burst: Self::PERIOD.as_secs_f64() * cpus,
             credit: 0.0,
-            running_since: None,
-            ran: Duration::ZERO,
+            credited_until: now,
+            charged: Duration::ZERO,
             throttled: Duration::ZERO,
         }
     }
@@ -135,39 +179,153 @@ impl CpuThrottle {
         self.cpus < 1.0
     }
 
-    /// The guest starts (or resumes) executing wasm.
-    pub fn resume(&mut self, now: Instant) {
-        self.running_since = Some(now);
-    }
-
-    /// The guest stops executing wasm (calls the host or returns).
-    pub fn suspend(&mut self, now: Instant) {
-        if let Some(since) = self.running_since.take() {
-            self.ran += now.saturating_duration_since(since);
-        }
-    }
-
-    /// Charges the wasm time run since the last tick and returns how long the
-    /// guest must now sleep, if at all. Called while the guest runs wasm.
-    pub fn on_tick(&mut self, now: Instant) -> Option<Duration> {
-        self.suspend(now);
-        let ran = std::mem::take(&mut self.ran).as_secs_f64();
-        self.credit += ran * self.cpus - ran;
+    /// Charges the guest up to `cpu_used` (its total CPU time so far) and
+    /// returns how long it must now sleep, if at all.
+    pub fn on_tick(&mut self, now: Instant, cpu_used: Duration) -> Option<Duration> {
+        let used = cpu_used.saturating_sub(self.charged).as_secs_f64();
+        self.charged = self.charged.max(cpu_used);
+        let earned = now
+            .saturating_duration_since(self.credited_until)
+            .as_secs_f64()
+            * self.cpus;
+        self.credited_until = self.credited_until.max(now);
+        self.credit = (self.credit + earned - used).min(self.burst);
         if self.credit >= 0.0 {
-            self.credit = self.credit.min(self.burst);
-            self.resume(now);
             return None;
         }
+        // The pause earns back exactly the debt, so it is credited now.
         let pause = Duration::from_secs_f64(-self.credit / self.cpus);
         self.credit = 0.0;
+        self.credited_until = now + pause;
         self.throttled += pause;
-        self.resume(now + pause);
         Some(pause)
     }
 
     /// Total time the guest has been held back so far.
     pub fn throttled_time(&self) -> Duration {
         self.throttled
+    }
+}
+
+/// Measures the CPU time one sandbox uses, whichever thread runs it.
+///
+/// A sandbox is a future: wasm runs on a fiber resumed inside its `poll`,
+/// and so do the host calls it makes, but between two polls it may move to
+/// another worker thread. So the thread's CPU clock is read at the start
+/// and end of every poll ([`Metered`]), and the CPU time of the poll in
+/// progress is read against the start of that same poll. Where no thread
+/// CPU clock exists, the wall time spent inside polls stands in for it.
+#[derive(Debug)]
+pub struct CpuMeter {
+    /// CPU nanoseconds of finished polls.
+    used: AtomicU64,
+    /// The thread clock when the poll in progress started.
+    poll_start: AtomicU64,
+    /// Where wall time stands in for the thread clock, its zero.
+    origin: Instant,
+}
+
+impl Default for CpuMeter {
+    fn default() -> Self {
+        CpuMeter {
+            used: AtomicU64::new(0),
+            poll_start: AtomicU64::new(0),
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl CpuMeter {
+    /// The current thread's clock, in nanoseconds.
+    fn thread_clock(&self) -> u64 {
+        let now = thread_cpu_time().unwrap_or_else(|| self.origin.elapsed());
+        u64::try_from(now.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn poll_started(&self) {
+        self.poll_start
+            .store(self.thread_clock(), Ordering::Relaxed);
+    }
+
+    fn poll_ended(&self) {
+        let spent = self
+            .thread_clock()
+            .saturating_sub(self.poll_start.load(Ordering::Relaxed));
+        self.used.fetch_add(spent, Ordering::Relaxed);
+    }
+
+    /// CPU time used so far, including the poll in progress. Call it only
+    /// from inside a poll of the [`Metered`] future (an epoch callback).
+    pub fn used_in_poll(&self) -> Duration {
+        let current = self
+            .thread_clock()
+            .saturating_sub(self.poll_start.load(Ordering::Relaxed));
+        Duration::from_nanos(self.used.load(Ordering::Relaxed).saturating_add(current))
+    }
+
+    /// CPU time used by finished polls.
+    pub fn used(&self) -> Duration {
+        Duration::from_nanos(self.used.load(Ordering::Relaxed))
+    }
+}
+
+/// The CPU time the current thread has used.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd"
+))]
+fn thread_cpu_time() -> Option<Duration> {
+    let time = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Some(Duration::new(
+        u64::try_from(time.tv_sec).ok()?,
+        u32::try_from(time.tv_nsec).ok()?,
+    ))
+}
+
+/// No thread CPU clock here (Windows, others): the caller uses wall time.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd"
+)))]
+fn thread_cpu_time() -> Option<Duration> {
+    None
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose every poll is charged to a [`CpuMeter`] (or, without
+    /// a meter, a plain pass-through).
+    pub struct Metered<F> {
+        #[pin]
+        inner: F,
+        meter: Option<Arc<CpuMeter>>,
+    }
+}
+
+impl<F> Metered<F> {
+    /// Wraps `inner`; `meter` is `None` when nothing needs measuring.
+    pub fn new(inner: F, meter: Option<Arc<CpuMeter>>) -> Self {
+        Metered { inner, meter }
+    }
+}
+
+impl<F: Future> Future for Metered<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let Some(meter) = this.meter.as_deref() else {
+            return this.inner.poll(cx);
+        };
+        meter.poll_started();
+        let result = this.inner.poll(cx);
+        meter.poll_ended();
+        result
     }
 }
 
@@ -203,41 +361,91 @@ mod tests {
     #[test]
     fn throttle_sleeps_three_times_the_run_time_at_a_quarter_core() {
         let start = Instant::now();
-        let mut throttle = CpuThrottle::new(0.25);
-        throttle.resume(start);
+        let mut throttle = CpuThrottle::new(0.25, start);
+        let ms = Duration::from_millis;
         let pause = throttle
-            .on_tick(start + Duration::from_millis(10))
+            .on_tick(start + ms(10), ms(10))
             .expect("a busy guest over quota must pause");
         assert_eq!(pause.as_millis(), 30);
         // Resumed after the pause; the next 10 ms of running costs the same.
-        let resumed = start + Duration::from_millis(40);
+        let resumed = start + ms(40);
         let pause = throttle
-            .on_tick(resumed + Duration::from_millis(10))
+            .on_tick(resumed + ms(10), ms(20))
             .expect("still over quota");
         assert_eq!(pause.as_millis(), 30);
         assert_eq!(throttle.throttled_time().as_millis(), 60);
     }
 
     #[test]
-    fn time_in_host_calls_is_not_charged() {
+    fn waiting_without_cpu_is_not_charged() {
         let start = Instant::now();
-        let mut throttle = CpuThrottle::new(0.25);
-        throttle.resume(start);
-        throttle.suspend(start + Duration::from_millis(1));
-        // A second blocked in the host (e.g. sleeping) costs nothing.
-        throttle.resume(start + Duration::from_secs(1));
+        let ms = Duration::from_millis;
+        let mut throttle = CpuThrottle::new(0.25, start);
+        // A second blocked in the host (e.g. sleeping) uses 1 ms of CPU:
+        // well under a quarter of it.
+        assert_eq!(throttle.on_tick(start + ms(1000), ms(1)), None);
+        // Credit saved while idle is capped at one period (25 ms here), so
+        // 45 ms of CPU in the next 10 ms overdraws by 45 - 25 - 2.5 ms.
         let pause = throttle
-            .on_tick(start + Duration::from_millis(1001))
-            .expect("2 ms of wasm at a quarter core must pause");
-        assert_eq!(pause.as_millis(), 6);
+            .on_tick(start + ms(1010), ms(46))
+            .expect("a burst beyond the saved credit must pause");
+        assert_eq!(pause.as_millis(), 70);
+    }
+
+    #[test]
+    fn cpu_used_in_host_calls_is_charged() {
+        // Whatever the guest spent its CPU on, wasm or host calls, a tick
+        // that sees 10 ms of CPU in 10 ms of wall time pauses it.
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let mut throttle = CpuThrottle::new(0.1, start);
+        let pause = throttle
+            .on_tick(start + ms(10), ms(10))
+            .expect("over quota");
+        assert_eq!(pause.as_millis(), 90);
+    }
+
+    #[test]
+    fn meter_charges_the_cpu_of_every_poll() {
+        let meter = Arc::new(CpuMeter::default());
+        let spin = |until: Duration| {
+            let start = thread_cpu_time().unwrap_or_default();
+            let began = Instant::now();
+            while thread_cpu_time().unwrap_or_else(|| began.elapsed()) < start + until
+                && began.elapsed() < Duration::from_secs(5)
+            {
+                std::hint::black_box(0u64);
+            }
+        };
+        // Two polls that each burn 20 ms of CPU, with an idle gap between.
+        let mut polls = 0;
+        let future = std::future::poll_fn(|cx| {
+            polls += 1;
+            spin(Duration::from_millis(20));
+            if polls == 2 {
+                return Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        });
+        let mut metered = std::pin::pin!(Metered::new(future, Some(meter.clone())));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(metered.as_mut().poll(&mut cx).is_pending());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(metered.as_mut().poll(&mut cx).is_ready());
+        let used = meter.used();
+        assert!(
+            used >= Duration::from_millis(40) && used < Duration::from_millis(45),
+            "charged {used:?} for 40 ms of CPU and 50 ms of sleep"
+        );
     }
 
     #[test]
     fn full_core_is_never_throttled() {
         let start = Instant::now();
-        let mut throttle = CpuThrottle::new(1.0);
-        throttle.resume(start);
+        let mut throttle = CpuThrottle::new(1.0, start);
         assert!(!throttle.is_limiting());
-        assert_eq!(throttle.on_tick(start + Duration::from_secs(5)), None);
+        let five = Duration::from_secs(5);
+        assert_eq!(throttle.on_tick(start + five, five), None);
     }
 }

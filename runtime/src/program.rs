@@ -9,6 +9,7 @@ use wasmtime::component::Component;
 
 use crate::RuntimeError;
 use crate::cache::CompileCache;
+use crate::footprint::Footprint;
 
 /// What kind of WebAssembly a binary holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +32,14 @@ impl WasmKind {
 
 /// A compiled program, ready to instantiate any number of times.
 #[derive(Clone)]
-pub enum Program {
+pub struct Program {
+    code: Code,
+    footprint: Footprint,
+}
+
+/// Compiled code of either kind.
+#[derive(Clone)]
+pub enum Code {
     /// A compiled core module.
     Module(wasmtime::Module),
     /// A compiled component.
@@ -39,11 +47,38 @@ pub enum Program {
 }
 
 impl Program {
+    /// `code` compiled from `binary`, whose footprint is estimated here.
+    pub(crate) fn new(code: Code, binary: &[u8]) -> Self {
+        Program {
+            code,
+            footprint: crate::footprint::estimate(binary),
+        }
+    }
+
+    /// The compiled code.
+    pub fn code(&self) -> &Code {
+        &self.code
+    }
+
+    /// The compiled component, if this program is one.
+    pub fn component(&self) -> Option<&Component> {
+        match &self.code {
+            Code::Component(component) => Some(component),
+            Code::Module(_) => None,
+        }
+    }
+
+    /// What one instantiation takes besides linear memories and tables;
+    /// every sandbox charges it against its memory limit.
+    pub fn footprint(&self) -> Footprint {
+        self.footprint
+    }
+
     /// The kind of WebAssembly this program was compiled from.
     pub fn kind(&self) -> WasmKind {
-        match self {
-            Program::Module(_) => WasmKind::Module,
-            Program::Component(_) => WasmKind::Component,
+        match self.code {
+            Code::Module(_) => WasmKind::Module,
+            Code::Component(_) => WasmKind::Component,
         }
     }
 }
@@ -137,14 +172,15 @@ pub(crate) fn compile(
         kind: kind.noun(),
         reason: format!("{error:#}"),
     };
-    Ok(match kind {
+    let code = match kind {
         WasmKind::Module => {
-            Program::Module(wasmtime::Module::from_binary(engine, binary).map_err(invalid)?)
+            Code::Module(wasmtime::Module::from_binary(engine, binary).map_err(invalid)?)
         }
         WasmKind::Component => {
-            Program::Component(Component::from_binary(engine, binary).map_err(invalid)?)
+            Code::Component(Component::from_binary(engine, binary).map_err(invalid)?)
         }
-    })
+    };
+    Ok(Program::new(code, binary))
 }
 
 /// Reads, classifies and compiles the file at `path`, using `cache` when given.

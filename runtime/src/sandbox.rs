@@ -3,18 +3,19 @@
 //! point and turning the outcome into an [`ExitStatus`] with docker's exit
 //! codes (137 for OOM-kill and timeout, 134 for a trap).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{CallHook, Engine, Store, StoreContextMut, UpdateDeadline, Val, ValType};
+use wasmtime::{Engine, Store, StoreContextMut, UpdateDeadline, Val, ValType};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::RuntimeError;
 use crate::engine::ensure_epoch_ticker;
-use crate::limits::{CpuThrottle, Limits, MemoryLimiter};
+use crate::limits::{CpuMeter, CpuThrottle, Limits, MemoryLimiter, Metered};
 use crate::net::{NetError, SocketGuard};
-use crate::program::Program;
+use crate::program::{Code, Program};
 use crate::quantity::format_bytes;
 use crate::spec::{Entrypoint, Mount, Output, SandboxSpec, Stdin};
 
@@ -94,7 +95,8 @@ impl ExitStatus {
     }
 }
 
-fn humanize(duration: Duration) -> String {
+/// "2s", "1.5s" or "250ms", for messages.
+pub(crate) fn humanize(duration: Duration) -> String {
     if duration.as_millis() < 1000 {
         format!("{}ms", duration.as_millis())
     } else {
@@ -106,7 +108,7 @@ fn humanize(duration: Duration) -> String {
 pub(crate) struct GuestState<W> {
     pub(crate) wasi: W,
     memory: MemoryLimiter,
-    throttle: Option<CpuThrottle>,
+    throttle: Option<(CpuThrottle, Arc<CpuMeter>)>,
     deadline: Option<Instant>,
 }
 
@@ -114,6 +116,12 @@ impl<W> GuestState<W> {
     /// The size of the first refused memory or table growth, if any.
     pub(crate) fn memory_refused(&self) -> Option<u64> {
         self.memory.refused_request()
+    }
+
+    /// The meter that charges this store's CPU quota, if it has one. The
+    /// future that runs the guest must be wrapped in a [`Metered`] with it.
+    pub(crate) fn cpu_meter(&self) -> Option<Arc<CpuMeter>> {
+        self.throttle.as_ref().map(|(_, meter)| meter.clone())
     }
 }
 
@@ -312,23 +320,31 @@ fn preopen_opened_dir(
 }
 
 /// Creates a store with the memory limiter, CPU throttle and deadline wired in.
+///
+/// The program's instance footprint (`reserved` bytes) is charged up front;
+/// when it alone is over the limit, [`GuestState::memory_refused`] says so
+/// and the caller must not instantiate.
 pub(crate) fn new_store<W: Send + 'static>(
     engine: &'static Engine,
     wasi: W,
     limits: &Limits,
+    reserved: u64,
 ) -> Store<GuestState<W>> {
     let throttle = limits
         .cpus
-        .map(CpuThrottle::new)
-        .filter(CpuThrottle::is_limiting);
+        .map(|cpus| CpuThrottle::new(cpus, Instant::now()))
+        .filter(CpuThrottle::is_limiting)
+        .map(|throttle| (throttle, Arc::default()));
     let needs_epoch = throttle.is_some() || limits.timeout.is_some();
+    let mut memory = MemoryLimiter::new(limits.memory_bytes);
+    memory.reserve(reserved);
     let mut store = Store::new(
         engine,
         GuestState {
             wasi,
-            memory: MemoryLimiter::new(limits.memory_bytes),
+            memory,
             throttle,
-            deadline: limits.timeout.map(|timeout| Instant::now() + timeout),
+            deadline: deadline(limits),
         },
     );
     store.limiter(|state| &mut state.memory);
@@ -341,19 +357,13 @@ pub(crate) fn new_store<W: Send + 'static>(
     ensure_epoch_ticker(engine);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(on_epoch_tick);
-    if store.data().throttle.is_some() {
-        store.call_hook(|mut context: StoreContextMut<'_, GuestState<W>>, hook| {
-            if let Some(throttle) = context.data_mut().throttle.as_mut() {
-                let now = Instant::now();
-                match hook {
-                    CallHook::CallingWasm | CallHook::ReturningFromHost => throttle.resume(now),
-                    CallHook::ReturningFromWasm | CallHook::CallingHost => throttle.suspend(now),
-                }
-            }
-            Ok(())
-        });
-    }
     store
+}
+
+/// When a sandbox with these limits times out.
+fn deadline(limits: &Limits) -> Option<Instant> {
+    let timeout = limits.timeout?;
+    Some(limits.started.unwrap_or_else(Instant::now) + timeout)
 }
 
 /// Called by wasmtime at each epoch tick while the guest runs wasm: pause it
@@ -370,7 +380,7 @@ fn on_epoch_tick<W>(
     if let Some(pause) = state
         .throttle
         .as_mut()
-        .and_then(|throttle| throttle.on_tick(now))
+        .and_then(|(throttle, meter)| throttle.on_tick(now, meter.used_in_poll()))
     {
         return Ok(UpdateDeadline::YieldCustom(
             1,
@@ -393,29 +403,39 @@ pub async fn run(
     let builder = wasi_builder(&mut spec)?;
     let origin = spec.program_name.clone();
     let limits = spec.limits.clone();
-    match program {
+    let reserved = program.footprint().bytes;
+    match program.code() {
         // Only an explicit `-p` is refused: an image's EXPOSE is metadata,
         // and a module that cannot listen simply never uses it.
-        Program::Module(_) if !spec.network.publish.is_empty() => {
+        Code::Module(_) if !spec.network.publish.is_empty() => {
             Err(NetError::CannotListen { origin }.into())
         }
-        Program::Module(module) => {
+        Code::Module(module) => {
             let mut builder = builder;
-            let mut store = new_store(engine, builder.build_p1(), &limits);
+            let mut wasi = builder.build_p1();
+            wasi.ctx().table.set_max_capacity(MAX_COMMAND_RESOURCES);
+            let mut store = new_store(engine, wasi, &limits, reserved);
+            if store.data().memory_refused().is_some() {
+                return finish(Some(Err(out_of_memory())), &mut store, &limits);
+            }
             let linker = p1_linker(engine).map_err(|error| RuntimeError::link(&origin, &error))?;
             let pre = linker
                 .instantiate_pre(module)
                 .map_err(|error| RuntimeError::link(&origin, &error))?;
             let entrypoint = spec.entrypoint.clone();
             let args = spec.args.clone();
-            let outcome = with_timeout(limits.timeout, async {
-                let instance = pre.instantiate_async(&mut store).await?;
-                call_module_entry(&mut store, &instance, &entrypoint, &args, &origin).await
-            })
-            .await;
+            let meter = store.data().cpu_meter();
+            let guest = Metered::new(
+                async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    call_module_entry(&mut store, &instance, &entrypoint, &args, &origin).await
+                },
+                meter,
+            );
+            let outcome = with_timeout(deadline(&limits), guest).await;
             finish(outcome, &mut store, &limits)
         }
-        Program::Component(component) => {
+        Code::Component(component) => {
             if let Entrypoint::Export(name) = &spec.entrypoint {
                 return Err(RuntimeError::Entrypoint {
                     origin,
@@ -427,12 +447,17 @@ pub async fn run(
             let mut builder = builder;
             spec.network.check_ports_free()?;
             let net = spec.network.grant(&mut builder);
+            let mut table = ResourceTable::new();
+            table.set_max_capacity(MAX_COMMAND_RESOURCES);
             let state = P2State {
                 ctx: builder.build(),
-                table: ResourceTable::new(),
+                table,
                 net,
             };
-            let mut store = new_store(engine, state, &limits);
+            let mut store = new_store(engine, state, &limits, reserved);
+            if store.data().memory_refused().is_some() {
+                return finish(Some(Err(out_of_memory())), &mut store, &limits);
+            }
             let linker = p2_linker(engine).map_err(|error| RuntimeError::link(&origin, &error))?;
             let pre = linker
                 .instantiate_pre(component)
@@ -445,17 +470,33 @@ pub async fn run(
                     ),
                 },
             )?;
-            let outcome = with_timeout(limits.timeout, async {
-                let command = command_pre.instantiate_async(&mut store).await?;
-                match command.wasi_cli_run().call_run(&mut store).await? {
-                    Ok(()) => Ok(Vec::new()),
-                    Err(()) => Err(wasmtime::Error::new(I32Exit(1))),
-                }
-            })
-            .await;
+            let meter = store.data().cpu_meter();
+            let guest = Metered::new(
+                async {
+                    let command = command_pre.instantiate_async(&mut store).await?;
+                    match command.wasi_cli_run().call_run(&mut store).await? {
+                        Ok(()) => Ok(Vec::new()),
+                        Err(()) => Err(wasmtime::Error::new(I32Exit(1))),
+                    }
+                },
+                meter,
+            );
+            let outcome = with_timeout(deadline(&limits), guest).await;
             finish(outcome, &mut store, &limits)
         }
     }
+}
+
+/// Resources (open files, streams, sockets, pollables…) a WASI command
+/// may hold at once: like a process's open-file limit. Each entry is a
+/// small host object, so this bounds the table at a few megabytes.
+pub const MAX_COMMAND_RESOURCES: usize = 16_384;
+
+/// The error a sandbox ends with when its program's instances alone do
+/// not fit in its memory limit (reported as OOM-killed, like a module
+/// whose initial memory does not fit).
+fn out_of_memory() -> wasmtime::Error {
+    wasmtime::Error::msg("the program's instances do not fit in the memory limit")
 }
 
 /// Linkers are built once per engine: defining the ~50 WASI preview1
@@ -511,13 +552,13 @@ fn p2_linker(
     })
 }
 
-/// `None` when the timeout fired first.
+/// `None` when the deadline passed first.
 async fn with_timeout<F: std::future::Future>(
-    timeout: Option<Duration>,
+    deadline: Option<Instant>,
     future: F,
 ) -> Option<F::Output> {
-    match timeout {
-        Some(timeout) => tokio::time::timeout(timeout, future).await.ok(),
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), future).await.ok(),
         None => Some(future.await),
     }
 }
@@ -531,7 +572,7 @@ fn finish<W>(
     let throttled = state
         .throttle
         .as_ref()
-        .map_or(Duration::ZERO, CpuThrottle::throttled_time);
+        .map_or(Duration::ZERO, |(throttle, _)| throttle.throttled_time());
     let mut status = match outcome {
         None => ExitStatus {
             code: EXIT_KILLED,

@@ -15,8 +15,8 @@ use berth_registry::unpack::UnpackLimits;
 use berth_runtime::quantity::{parse_cpus, parse_duration, parse_memory};
 use berth_runtime::spec::{normalize_guest_path, parse_env, parse_env_file};
 use berth_runtime::{
-    CompileCache, Entrypoint, Limits, Mount, NetworkPolicy, OutboundRule, Output, PortMapping,
-    SandboxSpec, Stdin, program, shared_engine,
+    Entrypoint, Limits, Mount, NetworkPolicy, OutboundRule, Output, PortMapping, SandboxSpec,
+    Stdin, program, shared_engine,
 };
 use clap::Args;
 
@@ -220,6 +220,8 @@ fn notify_started(args: &RunArgs) -> Result<()> {
 /// Runs the program in this process, with this process's stdin, stdout
 /// and stderr, and returns (or exits with) its exit code.
 fn run_foreground(args: RunArgs) -> Result<u8> {
+    // --timeout counts from here: compiling is part of the run.
+    let started = std::time::Instant::now();
     let resolved = if is_file_target(&args.file) {
         let (path, entrypoint) = split_entrypoint(&args.file);
         let program_name = path
@@ -273,12 +275,14 @@ fn run_foreground(args: RunArgs) -> Result<u8> {
     } else {
         shared_engine()?
     };
-    let cache = CompileCache::new(crate::home::compile_cache_dir()?);
+    // The compile starts a few milliseconds into the run, so its deadline
+    // falls just after the run's; the sandbox then gets what is left.
+    let cache = crate::home::compile_cache(crate::home::compile_limits(args.timeout)?)?;
     let program = program::load_bytes(engine, &bytes, &resolved.origin, Some(&cache))?;
-    if let berth_runtime::Program::Component(component) = &program
+    if let Some(component) = program.component()
         && berth_runtime::http::is_http_proxy(engine, component)
     {
-        return serve(&args, engine, component, &resolved, env, mounts);
+        return serve(&args, engine, &program, &resolved, env, mounts);
     }
     let spec = SandboxSpec {
         program_name: resolved.program_name.clone(),
@@ -290,6 +294,7 @@ fn run_foreground(args: RunArgs) -> Result<u8> {
             memory_bytes: args.memory,
             cpus: args.cpus,
             timeout: args.timeout,
+            started: Some(started),
         },
         entrypoint: resolved.entrypoint.clone(),
         stdin: Stdin::Inherit,
@@ -476,7 +481,7 @@ pub(crate) fn precompile_image(image: &str) {
         let store = crate::home::open_store()?;
         let (digest, manifest) = store.resolve(image)?;
         if let Some(found) = image_program(&store, &digest, &manifest, image, None, &[])? {
-            let cache = CompileCache::new(crate::home::compile_cache_dir()?);
+            let cache = crate::home::compile_cache(crate::home::compile_limits(None)?)?;
             let bytes = program::read_file(&found.path)?;
             let origin = image_origin(&found.guest_program, image);
             program::load_bytes(shared_engine()?, &bytes, &origin, Some(&cache))?;
@@ -594,7 +599,7 @@ fn split_entrypoint(file: &str) -> (PathBuf, Entrypoint) {
 fn serve(
     args: &RunArgs,
     engine: &'static berth_runtime::wasmtime::Engine,
-    component: &berth_runtime::wasmtime::component::Component,
+    program: &berth_runtime::Program,
     resolved: &Resolved,
     env: Vec<(String, String)>,
     mounts: Vec<Mount>,
@@ -613,7 +618,7 @@ fn serve(
         limits: Limits {
             memory_bytes: args.memory,
             cpus: args.cpus,
-            timeout: None,
+            ..Limits::default()
         },
         request_timeout: args.request_timeout,
         max_concurrency: args.max_concurrency,
@@ -634,7 +639,7 @@ fn serve(
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let listening =
-            berth_runtime::http::bind(engine, component, &resolved.program_name, config).await?;
+            berth_runtime::http::bind(engine, program, &resolved.program_name, config).await?;
         let addr = listening
             .local_addr()
             .context("cannot read the bound address")?;
