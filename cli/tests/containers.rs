@@ -439,3 +439,33 @@ fn ps_shows_what_an_image_runs() {
         all.stdout
     );
 }
+
+/// Words after FILE belong to the program, even when they look like berth
+/// options, in a detached container too: its supervisor re-runs the
+/// program with them, and `ps` shows them.
+#[test]
+fn a_detached_programs_arguments_may_look_like_options() {
+    let home = Home::new();
+    let id = home.detach(&[
+        "--name",
+        "dashes",
+        &path("wasm/hello.wasm"),
+        "-m",
+        "5",
+        "--rm",
+        "-d",
+    ]);
+    wait_for("the container to exit", Duration::from_secs(30), || {
+        home.state(&id).filter(|state| state["status"] == "exited")
+    });
+    let logs = home.run(&["logs", "dashes"]);
+    logs.expect_code(0);
+    assert_eq!(
+        logs.stdout,
+        "Hello from berth!\narg[1]=-m\narg[2]=5\narg[3]=--rm\narg[4]=-d\n"
+    );
+    let all = home.run(&["ps", "-a"]);
+    let dashes = row(&all, "dashes").unwrap_or_else(|| panic!("removed: {}", all.stdout));
+    assert!(dashes.contains("\"hello.wasm -m 5 --r…\""), "{dashes}");
+    assert!(dashes.contains("Exited (0)"), "{dashes}");
+}

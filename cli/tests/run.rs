@@ -551,3 +551,53 @@ fn compile_cache_others_can_write_is_never_loaded() {
         );
     }
 }
+
+/// Every berth option comes before FILE|IMAGE: what follows belongs to the
+/// program, even words that look like berth options (`-m 5` is not a
+/// 5-byte memory limit, `-w` not a working directory).
+#[test]
+fn arguments_after_the_program_are_the_programs() {
+    let berth = Berth::new();
+    let hello = path("wasm/hello.wasm");
+    let run = berth.run(&[
+        "run",
+        &hello,
+        "-m",
+        "5",
+        "-w",
+        "-c",
+        "--timeout",
+        "1ms",
+        "-e",
+        "A=1",
+        "--help",
+        "-d",
+        "--",
+        "-v",
+    ]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stdout,
+        "Hello from berth!\narg[1]=-m\narg[2]=5\narg[3]=-w\narg[4]=-c\narg[5]=--timeout\narg[6]=1ms\narg[7]=-e\narg[8]=A=1\narg[9]=--help\narg[10]=-d\narg[11]=--\narg[12]=-v\n"
+    );
+
+    // Options before FILE still apply; `--` ends them.
+    let run = berth.run(&["run", "-e", "A=1", "--", &hello, "-e", "B=2"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stdout,
+        "Hello from berth!\narg[1]=-e\narg[2]=B=2\nenv A=1\n"
+    );
+    berth
+        .run(&["run", "--timeout", "1ms", &path("wasm/busy.wasm")])
+        .expect_code(137);
+
+    let help = berth.run(&["run", "--help"]);
+    help.expect_code(0);
+    assert!(
+        help.stdout
+            .contains("Usage: berth run [OPTIONS] <FILE|IMAGE> [ARGS]..."),
+        "{}",
+        help.stdout
+    );
+}

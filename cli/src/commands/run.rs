@@ -108,19 +108,19 @@ pub struct RunArgs {
     #[arg(long = "entrypoint", value_name = "PATH")]
     entrypoint: Option<String>,
 
-    /// The program: a .wasm module or component, .wat text, or an image
-    /// name. FILE#NAME calls the export NAME of a core module with ARGS as
-    /// its parameters.
-    #[arg(value_name = "FILE|IMAGE")]
-    pub(crate) file: String,
-
-    /// Arguments passed to the program.
+    /// The program (a .wasm module or component, .wat text, or an image
+    /// name), then its arguments. FILE#NAME calls the export NAME of a core
+    /// module with ARGS as its parameters. Everything after FILE|IMAGE goes
+    /// to the program unchanged, even words that look like berth options.
+    // One list, so that the parser stops looking for options at FILE|IMAGE.
     #[arg(
-        value_name = "ARGS",
+        value_names = ["FILE|IMAGE", "ARGS"],
+        required = true,
+        num_args = 1..,
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]
-    pub(crate) args: Vec<String>,
+    program: Vec<String>,
 }
 
 fn parse_publish(text: &str) -> Result<PortMapping, String> {
@@ -174,6 +174,16 @@ fn is_file_target(file: &str) -> bool {
 }
 
 impl RunArgs {
+    /// The FILE|IMAGE argument.
+    pub(crate) fn file(&self) -> &str {
+        self.program.first().map_or("", String::as_str)
+    }
+
+    /// The arguments after FILE|IMAGE.
+    pub(crate) fn args(&self) -> &[String] {
+        self.program.get(1..).unwrap_or_default()
+    }
+
     /// Published ports, as docker's PORTS column shows them.
     pub(crate) fn ports(&self) -> Vec<String> {
         self.publish.iter().map(PortMapping::describe).collect()
@@ -204,18 +214,18 @@ fn notify_started(args: &RunArgs) -> Result<()> {
 /// Runs the program in this process, with this process's stdin, stdout
 /// and stderr, and returns (or exits with) its exit code.
 fn run_foreground(args: RunArgs) -> Result<u8> {
-    let resolved = if is_file_target(&args.file) {
-        let (path, entrypoint) = split_entrypoint(&args.file);
+    let resolved = if is_file_target(args.file()) {
+        let (path, entrypoint) = split_entrypoint(args.file());
         let program_name = path
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_else(|| args.file.clone());
+            .unwrap_or_else(|| args.file().to_owned());
         Resolved {
             origin: path.display().to_string(),
             path,
             entrypoint,
             program_name,
-            args: args.args.clone(),
+            args: args.args().to_vec(),
             env: Vec::new(),
             mounts: Vec::new(),
             workdir: None,
@@ -374,13 +384,13 @@ fn image_program(
 /// replacing both), as `berth ps` shows them. `None` for files, images not
 /// pulled yet, or anything unreadable.
 pub(crate) fn local_image_argv(args: &RunArgs) -> Option<Vec<String>> {
-    if is_file_target(&args.file) {
+    if is_file_target(args.file()) {
         return None;
     }
     let store = crate::home::open_store().ok()?;
-    let (digest, manifest) = store.resolve(&args.file).ok()?;
+    let (digest, manifest) = store.resolve(args.file()).ok()?;
     let config = berth_registry::image::run_config_of(&store, &digest, &manifest).ok()?;
-    Some(image_argv(&config, args.entrypoint.as_deref(), &args.args))
+    Some(image_argv(&config, args.entrypoint.as_deref(), args.args()))
         .filter(|argv| !argv.is_empty())
 }
 
@@ -434,7 +444,7 @@ pub(crate) fn precompile_image(image: &str) {
 /// as docker does (command-line flags override them).
 fn resolve_image(args: &RunArgs) -> Result<Resolved> {
     let store = crate::home::open_store()?;
-    let image = args.file.as_str();
+    let image = args.file();
     let found = match args.pull {
         PullPolicy::Always => None,
         PullPolicy::Missing | PullPolicy::Never => store.resolve(image).ok(),
@@ -466,7 +476,7 @@ fn resolve_image(args: &RunArgs) -> Result<Resolved> {
         &manifest,
         image,
         args.entrypoint.as_deref(),
-        &args.args,
+        args.args(),
     )?
     .with_context(|| {
         format!(
@@ -543,7 +553,7 @@ fn serve(
         if args.publish.is_empty() {
             bail!(
                 "{} is a wasi:http component: publish a port to serve it, e.g. -p 8080:8080",
-                args.file
+                args.file()
             );
         }
         bail!("a wasi:http component serves one port; give -p once");
