@@ -73,6 +73,12 @@ enum Command {
         /// The container's ID.
         id: String,
     },
+    /// Run one container's program for its supervisor.
+    #[command(name = "__run", hide = true)]
+    RunRecorded {
+        /// The container's ID.
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -102,6 +108,7 @@ fn main() -> ExitCode {
         Command::Restart(args) => container::restart_command(args),
         Command::Rm(args) => container::rm_command(args),
         Command::Supervise { id } => container::supervise_command(&id),
+        Command::RunRecorded { id } => container::run_recorded_command(&id),
     };
     match result {
         Ok(code) => ExitCode::from(code),

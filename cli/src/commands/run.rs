@@ -2,9 +2,13 @@
 //! and exit codes, in the foreground or (`-d`) as a detached container.
 //!
 //! A detached container's supervisor runs the same foreground code in a
-//! child process (`berth run --started-file PATH ...`), so limits, serving
-//! and exit codes are identical either way; only where stdin, stdout and
-//! stderr lead differs.
+//! child process (`berth __run ID`, which reads the recorded run request),
+//! so limits, serving and exit codes are identical either way; only where
+//! stdin, stdout and stderr lead differs.
+//!
+//! Every berth option comes before FILE|IMAGE; everything after it belongs
+//! to the program, unchanged, as with `docker run` and `wasmtime run`
+//! (`berth run app.wasm -m 5` passes `-m 5` to the program).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -95,9 +99,9 @@ pub struct RunArgs {
     #[arg(long = "restart", value_name = "POLICY", default_value = "no", value_parser = RestartPolicy::parse)]
     pub(crate) restart: RestartPolicy,
 
-    /// Create FILE once the program is loaded (and, when serving, the port
-    /// is bound): how a container's supervisor learns that it started.
-    #[arg(long = "started-file", value_name = "FILE", hide = true)]
+    /// Created once the program is loaded (and, when serving, the port is
+    /// bound): how a container's supervisor learns that it started.
+    #[arg(skip)]
     started_file: Option<PathBuf>,
 
     /// When to pull IMAGE: missing (default), always or never.
@@ -203,10 +207,33 @@ pub fn run(args: RunArgs) -> Result<u8> {
     run_foreground(args)
 }
 
-/// Creates the `--started-file`, if one was asked for.
+/// Runs a container's program in the foreground for its supervisor:
+/// `argv` is the recorded run request (the `berth run` arguments after
+/// `run`), and `started_file` is created once the program started.
+pub(crate) fn run_recorded(argv: &[String], started_file: PathBuf) -> Result<u8> {
+    use clap::FromArgMatches;
+    let command = RunArgs::augment_args(clap::Command::new("run").no_binary_name(true));
+    let invalid = |error: clap::Error| {
+        anyhow::anyhow!(
+            "the container's recorded run request is invalid: {}",
+            error.kind()
+        )
+    };
+    let matches = command.try_get_matches_from(argv).map_err(invalid)?;
+    let mut args = RunArgs::from_arg_matches(&matches).map_err(invalid)?;
+    args.started_file = Some(started_file);
+    run_foreground(args)
+}
+
+/// Creates the started file, if one was asked for.
 fn notify_started(args: &RunArgs) -> Result<()> {
     if let Some(path) = &args.started_file {
-        std::fs::write(path, b"").with_context(|| format!("cannot create {}", path.display()))?;
+        crate::home::private_file()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
     }
     Ok(())
 }
@@ -485,10 +512,13 @@ fn resolve_image(args: &RunArgs) -> Result<Resolved> {
     })?;
 
     let containers = crate::home::containers_dir()?;
-    std::fs::create_dir_all(&containers)
+    crate::home::create_private_dir_all(&containers)
         .with_context(|| format!("cannot create {}", containers.display()))?;
-    let scratch = tempfile::Builder::new()
-        .prefix("tmp-")
+    let mut scratch = tempfile::Builder::new();
+    scratch.prefix("tmp-");
+    #[cfg(unix)]
+    scratch.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    let scratch = scratch
         .tempdir_in(&containers)
         .with_context(|| format!("cannot create a private /tmp in {}", containers.display()))?;
     let mounts = vec![
