@@ -8,15 +8,23 @@
 //! it and everything in it owner-only (directories 0700, files 0600, with
 //! the helpers below), and checks it as ssh checks `~/.ssh`. A directory
 //! owned by someone else, or writable by group or others, is refused (its
-//! contents could have been replaced); one that others can only read is
-//! made owner-only. On Windows the directory inherits the per-user ACL of
-//! `%APPDATA%` and is not checked.
+//! contents could have been replaced). One that others can only read is
+//! made owner-only if it is berth's own (empty, or holding only what berth
+//! keeps there, as older versions left it), and refused otherwise: berth
+//! does not change the mode of a directory it does not own, such as a
+//! home directory given as `BERTH_HOME`. On Windows the directory inherits
+//! the per-user ACL of `%APPDATA%` and is not checked.
 
 use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+
+/// What berth keeps at the top of its data directory (`.auth-*` are
+/// temporary files of `auth.json`).
+#[cfg(unix)]
+const OWN_ENTRIES: [&str; 5] = ["auth.json", "cache", "containers", "images", "rootfs"];
 
 /// berth's data directory, created owner-only if missing and checked (see
 /// the module documentation).
@@ -64,12 +72,25 @@ fn secure(home: &Path) -> Result<()> {
         );
     }
     if mode & 0o077 != 0 {
+        let names: Vec<String> = std::fs::read_dir(home)
+            .with_context(|| format!("cannot read {}", home.display()))?
+            .map(|entry| entry.map(|entry| entry.file_name().to_string_lossy().into_owned()))
+            .collect::<io::Result<_>>()
+            .with_context(|| format!("cannot read {}", home.display()))?;
+        let own =
+            |name: &String| OWN_ENTRIES.contains(&name.as_str()) || name.starts_with(".auth-");
+        if !names.iter().all(own) {
+            anyhow::bail!(
+                "berth's data directory {} is readable by others (mode {mode:04o}) and holds files that are not berth's: berth keeps secrets there; make it owner-only with `chmod 700 {}`, or set BERTH_HOME to a directory of berth's own",
+                home.display(),
+                home.display()
+            );
+        }
         std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot make {} owner-only", home.display()))?;
-        // A directory that already held data may have exposed it (records
-        // of older versions are readable by others); an empty one did not.
-        let held_data = std::fs::read_dir(home).is_ok_and(|mut entries| entries.next().is_some());
-        if held_data {
+        // Data already there may have been exposed (older versions wrote
+        // records readable by others); an empty directory exposed nothing.
+        if !names.is_empty() {
             eprintln!(
                 "berth: warning: {} was readable by others (mode {mode:04o}); it is now owner-only (0700)",
                 home.display()

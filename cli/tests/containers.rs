@@ -595,6 +595,33 @@ fn a_data_directory_others_control_is_refused() {
         std::fs::read_dir(root).expect("read home").next().is_none(),
         "berth wrote into a directory it refused"
     );
+    let mode = || std::fs::metadata(root).expect("home").permissions().mode() & 0o7777;
+
+    // Readable by others and holding someone else's files (a home
+    // directory given as BERTH_HOME): refused, its mode left alone.
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(root.join("notes.txt"), "mine").expect("write");
+    berth
+        .run(&["ps"])
+        .expect_berth_error("holds files that are not berth's");
+    assert_eq!(mode(), 0o755);
+    std::fs::remove_file(root.join("notes.txt")).expect("rm");
+
+    // berth's own, readable by others: made owner-only, silently when
+    // empty, with a warning when it held data that may have been read.
+    let ps = berth.run(&["ps"]);
+    ps.expect_code(0);
+    assert_eq!((mode(), ps.stderr.as_str()), (0o700, ""));
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let ps = berth.run(&["ps"]);
+    ps.expect_code(0);
+    assert_eq!(mode(), 0o700);
+    assert!(
+        ps.stderr
+            .contains("was readable by others (mode 0755); it is now owner-only (0700)"),
+        "{}",
+        ps.stderr
+    );
 
     // SAFETY: geteuid(2) has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
