@@ -456,6 +456,7 @@ fn compile_cache_is_used_and_corrupt_entries_are_rebuilt() {
 }
 
 /// The only compile cache entry other than `except`.
+#[cfg(unix)]
 fn cache_entry(
     cache_dir: &std::path::Path,
     except: Option<&std::path::Path>,
