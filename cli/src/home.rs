@@ -117,6 +117,8 @@ pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
 
 /// Creates the directory `dir` (its parent must exist), owner-only (0700)
 /// on unix; fails if it exists.
+// The mode is only set on unix.
+#[cfg_attr(not(unix), allow(unused_mut))]
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     #[cfg(unix)]
@@ -126,6 +128,8 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 
 /// Options that create files owner-only (0600) on unix. The mode applies
 /// only when the file is created.
+// The mode is only set on unix.
+#[cfg_attr(not(unix), allow(unused_mut))]
 pub fn private_file() -> OpenOptions {
     let mut options = OpenOptions::new();
     #[cfg(unix)]
