@@ -13,11 +13,14 @@
 //! Names are reserved in `$BERTH_HOME/containers/names/<name>` (the file
 //! holds the ID), created exclusively so that two containers cannot take
 //! the same name. IDs are 64 hex characters; the short ID is the first 12.
+//!
+//! Records hold secrets (`-e` values), so every directory and file here is
+//! created owner-only (see [`crate::home`]).
 
 // Only unix has a supervisor (yet) to write logs and apply restart policies.
 #![cfg_attr(not(unix), allow(dead_code))]
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+
+use crate::home::{create_private_dir, create_private_dir_all, private_file};
 
 /// The run request of a container.
 pub const CONFIG_FILE: &str = "config.json";
@@ -237,7 +242,7 @@ impl Store {
 
     /// The store under `root`, created if needed.
     pub fn at(root: PathBuf) -> Result<Store> {
-        fs::create_dir_all(root.join("names"))
+        create_private_dir_all(&root.join("names"))
             .with_context(|| format!("cannot create {}", root.display()))?;
         Ok(Store { root })
     }
@@ -269,7 +274,7 @@ impl Store {
         validate_name(&config.name)?;
         let dir = self.dir(&config.id);
         let result = (|| -> Result<Container> {
-            fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            create_private_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             write_json_atomic(&dir.join(CONFIG_FILE), config)?;
             let state = ContainerState::default();
             write_json_atomic(&dir.join(STATE_FILE), &state)?;
@@ -292,7 +297,13 @@ impl Store {
     fn reserve_name(&self, name: &str, id: &str) -> Result<()> {
         let path = self.name_file(name);
         let temp = self.root.join("names").join(format!(".{id}.tmp"));
-        fs::write(&temp, id).with_context(|| format!("cannot write {}", temp.display()))?;
+        private_file()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .and_then(|mut file| file.write_all(id.as_bytes()))
+            .with_context(|| format!("cannot write {}", temp.display()))?;
         let mut result = Err(anyhow::anyhow!(
             "cannot reserve the container name {name:?}"
         ));
@@ -490,7 +501,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let written = (|| -> io::Result<()> {
-        let mut file = File::create(&temp)?;
+        let mut file = private_file()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temp, path)
@@ -575,8 +590,9 @@ impl LogWriter {
     }
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+/// Opens `path` for appending, creating it owner-only.
+pub fn open_append(path: &Path) -> io::Result<File> {
+    private_file().create(true).append(true).open(path)
 }
 
 /// Splits a byte stream into lines (without the newline), cutting lines

@@ -1,24 +1,149 @@
 //! Where berth keeps its data: `$BERTH_HOME`, else the platform's data
 //! directory (`~/.local/share/berth`, `~/Library/Application Support/berth`,
 //! `%APPDATA%\berth`). berth writes nowhere else.
+//!
+//! The data directory holds secrets (`-e` values in container records,
+//! registry credentials, logs) and native code that berth executes (the
+//! compile cache), so on unix it belongs to the user alone: berth creates
+//! it and everything in it owner-only (directories 0700, files 0600, with
+//! the helpers below), and checks it as ssh checks `~/.ssh`. A directory
+//! owned by someone else, or writable by group or others, is refused (its
+//! contents could have been replaced). One that others can only read is
+//! made owner-only if it is berth's own (empty, or holding only what berth
+//! keeps there, as older versions left it), and refused otherwise: berth
+//! does not change the mode of a directory it does not own, such as a
+//! home directory given as `BERTH_HOME`. On Windows the directory inherits
+//! the per-user ACL of `%APPDATA%` and is not checked.
 
-use std::path::PathBuf;
+use std::fs::OpenOptions;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-/// berth's data directory (not created here).
+/// What berth keeps at the top of its data directory (`.auth-*` are
+/// temporary files of `auth.json`).
+#[cfg(unix)]
+const OWN_ENTRIES: [&str; 5] = ["auth.json", "cache", "containers", "images", "rootfs"];
+
+/// berth's data directory, created owner-only if missing and checked (see
+/// the module documentation).
 pub fn berth_home() -> Result<PathBuf> {
-    if let Some(home) = std::env::var_os("BERTH_HOME").filter(|home| !home.is_empty()) {
-        return Ok(PathBuf::from(home));
-    }
-    dirs::data_dir()
-        .map(|dir| dir.join("berth"))
-        .context("cannot find a data directory for berth; set BERTH_HOME to choose one")
+    let home = match std::env::var_os("BERTH_HOME").filter(|home| !home.is_empty()) {
+        Some(home) => PathBuf::from(home),
+        None => dirs::data_dir()
+            .map(|dir| dir.join("berth"))
+            .context("cannot find a data directory for berth; set BERTH_HOME to choose one")?,
+    };
+    create_private_dir_all(&home)
+        .with_context(|| format!("cannot create berth's data directory {}", home.display()))?;
+    secure(&home)?;
+    Ok(home)
 }
 
-/// Where compiled code is cached.
+/// Refuses a data directory others could have changed, and makes one that
+/// others can read owner-only.
+#[cfg(unix)]
+fn secure(home: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta =
+        std::fs::metadata(home).with_context(|| format!("cannot read {}", home.display()))?;
+    if !meta.is_dir() {
+        anyhow::bail!(
+            "berth's data directory {} is not a directory; set BERTH_HOME to a directory of your own",
+            home.display()
+        );
+    }
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        anyhow::bail!(
+            "berth's data directory {} belongs to uid {}, not to you (uid {me}): it holds secrets and native code berth runs; set BERTH_HOME to a directory of your own",
+            home.display(),
+            meta.uid()
+        );
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        anyhow::bail!(
+            "berth's data directory {} is writable by others (mode {mode:04o}): anyone who can write there can change container records and the native code berth runs; fix it with `chmod 700 {}`",
+            home.display(),
+            home.display()
+        );
+    }
+    if mode & 0o077 != 0 {
+        let names: Vec<String> = std::fs::read_dir(home)
+            .with_context(|| format!("cannot read {}", home.display()))?
+            .map(|entry| entry.map(|entry| entry.file_name().to_string_lossy().into_owned()))
+            .collect::<io::Result<_>>()
+            .with_context(|| format!("cannot read {}", home.display()))?;
+        let own =
+            |name: &String| OWN_ENTRIES.contains(&name.as_str()) || name.starts_with(".auth-");
+        if !names.iter().all(own) {
+            anyhow::bail!(
+                "berth's data directory {} is readable by others (mode {mode:04o}) and holds files that are not berth's: berth keeps secrets there; make it owner-only with `chmod 700 {}`, or set BERTH_HOME to a directory of berth's own",
+                home.display(),
+                home.display()
+            );
+        }
+        std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} owner-only", home.display()))?;
+        // Data already there may have been exposed (older versions wrote
+        // records readable by others); an empty directory exposed nothing.
+        if !names.is_empty() {
+            eprintln!(
+                "berth: warning: {} was readable by others (mode {mode:04o}); it is now owner-only (0700)",
+                home.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn secure(_home: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// Creates `dir` and its missing parents, owner-only (0700) on unix; an
+/// existing directory is left as it is.
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates the directory `dir` (its parent must exist), owner-only (0700)
+/// on unix; fails if it exists.
+// The mode is only set on unix.
+#[cfg_attr(not(unix), allow(unused_mut))]
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Options that create files owner-only (0600) on unix. The mode applies
+/// only when the file is created.
+// The mode is only set on unix.
+#[cfg_attr(not(unix), allow(unused_mut))]
+pub fn private_file() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+/// Where compiled code is cached (created owner-only when possible; the
+/// compile cache itself refuses a directory others can write).
 pub fn compile_cache_dir() -> Result<PathBuf> {
-    Ok(berth_home()?.join("cache").join("compiled"))
+    let dir = berth_home()?.join("cache").join("compiled");
+    // Failing here only means the cache will not be used.
+    let _ = create_private_dir_all(&dir);
+    Ok(dir)
 }
 
 /// The hidden subcommand that compiles one program in a child process.
@@ -69,9 +194,12 @@ pub fn image_store_dir() -> Result<PathBuf> {
     Ok(berth_home()?.join("images"))
 }
 
-/// Unpacked image roots, one directory per layer chain.
+/// Unpacked image roots, one directory per layer chain (created
+/// owner-only).
 pub fn rootfs_cache_dir() -> Result<PathBuf> {
-    Ok(berth_home()?.join("rootfs"))
+    let dir = berth_home()?.join("rootfs");
+    create_private_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// Registry credentials (docker's config.json format, mode 0600).

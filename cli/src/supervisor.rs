@@ -6,10 +6,23 @@
 //! The commands only talk to it through the records in
 //! [`crate::containers`] and signals: SIGTERM asks it to stop the program
 //! and exit. Unix only for now; elsewhere starting a container is refused.
+//!
+//! Neither the run request nor its `-e` values travel on a command line,
+//! which every user can read: the supervisor (`__supervise ID`) and the
+//! program's process (`__run ID`) read them from the container's record.
+//!
+//! A recorded pid alone does not identify a process: once it exits, the
+//! pid can be reused by an unrelated one. The supervisor and the program's
+//! process each hold an OS file lock ([`SUPERVISOR_LOCK`], [`PROGRAM_LOCK`]
+//! in the container's directory) for their whole life; the OS drops it when
+//! they die. A recorded pid is believed, and signalled, only while its lock
+//! is held, which a reused pid cannot do.
 
-use std::time::Duration;
+use std::fs::{File, TryLockError};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 
 use crate::containers::{Container, ContainerState, Status, Store};
 
@@ -17,16 +30,69 @@ use crate::containers::{Container, ContainerState, Status, Store};
 #[cfg_attr(not(unix), allow(dead_code))]
 pub const SUPERVISE_COMMAND: &str = "__supervise";
 
+/// The hidden subcommand that runs a container's program for its
+/// supervisor.
+#[cfg_attr(not(unix), allow(dead_code))]
+pub const RUN_COMMAND: &str = "__run";
+
+/// Held by a container's supervisor while it lives.
+pub const SUPERVISOR_LOCK: &str = "supervisor.lock";
+
+/// Held by the process running a container's program while it lives.
+pub const PROGRAM_LOCK: &str = "program.lock";
+
+/// Created by the program's process once the program is loaded (and, when
+/// serving, its port is bound).
+pub const STARTED_FILE: &str = "started";
+
 /// How long `run -d` and `start` wait for the program to start.
 pub const START_WAIT: Duration = Duration::from_secs(120);
 
+/// How long taking a lock waits for a checker that holds it for an
+/// instant ([`is_held`] takes it shared to test it).
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether a live process holds the lock file `path`.
+pub fn is_held(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
+}
+
+/// Takes the lock file `path` (creating it owner-only) for as long as the
+/// returned file stays open; fails if another process holds it.
+pub fn hold(path: &Path) -> Result<File> {
+    let file = crate::home::private_file()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(TryLockError::WouldBlock) => {
+                bail!("{} is held by another process", path.display())
+            }
+            Err(TryLockError::Error(error)) => {
+                return Err(error).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+    }
+}
+
 /// The state with a vanished supervisor accounted for: a container whose
-/// supervisor died without recording the end is shown as exited.
-pub fn observed(state: &ContainerState) -> ContainerState {
+/// supervisor died without recording the end is shown as exited. `dir` is
+/// the container's directory.
+pub fn observed(dir: &Path, state: &ContainerState) -> ContainerState {
     let mut state = state.clone();
-    if let Some(pid) = state.pid
-        && !is_alive(pid)
-    {
+    if state.pid.is_some() && !is_held(&dir.join(SUPERVISOR_LOCK)) {
         if state.status != Status::Restarting {
             state.exit_code = Some(255);
         }
@@ -44,21 +110,16 @@ pub fn is_active(state: &ContainerState) -> bool {
 }
 
 #[cfg(unix)]
-pub use unix::{is_alive, start, stop, supervise};
+pub use unix::{start, stop, supervise};
 
 #[cfg(not(unix))]
-pub use other::{is_alive, start, stop, supervise};
+pub use other::{start, stop, supervise};
 
 #[cfg(not(unix))]
 mod other {
     use super::*;
 
     const UNSUPPORTED: &str = "detached containers are not supported on this platform yet";
-
-    /// No supervisors exist on this platform.
-    pub fn is_alive(_pid: u32) -> bool {
-        false
-    }
 
     /// Refused on this platform.
     pub fn start(_store: &Store, _container: &Container, _wait: Duration) -> Result<()> {
@@ -78,48 +139,18 @@ mod other {
 
 #[cfg(unix)]
 mod unix {
-    use std::fs::{self, OpenOptions};
+    use std::fs;
     use std::process::Stdio;
     use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-    use std::time::Instant;
 
-    use anyhow::{Context, anyhow, bail};
+    use anyhow::anyhow;
     use tokio::io::{AsyncRead, AsyncReadExt};
 
     use super::*;
     use crate::containers::{
         LOG_MAX_BYTES, LineSplitter, LogStream, LogWriter, MAX_LINE_BYTES, now_rfc3339,
-        restart_backoff,
+        open_append, restart_backoff,
     };
-
-    /// Whether process `pid` exists and has not exited (a zombie that
-    /// nobody reaped counts as exited).
-    pub fn is_alive(pid: u32) -> bool {
-        let Ok(pid) = libc::pid_t::try_from(pid) else {
-            return false;
-        };
-        if pid <= 0 {
-            return false;
-        }
-        // SAFETY: signal 0 only checks that the process exists.
-        let result = unsafe { libc::kill(pid, 0) };
-        let exists =
-            result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        exists && !is_zombie(pid)
-    }
-
-    #[cfg(target_os = "linux")]
-    fn is_zombie(pid: libc::pid_t) -> bool {
-        fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            stat.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn is_zombie(_pid: libc::pid_t) -> bool {
-        false
-    }
 
     fn send_signal(pid: u32, signal: libc::c_int) {
         if let Ok(pid) = libc::pid_t::try_from(pid)
@@ -132,11 +163,23 @@ mod unix {
         }
     }
 
-    /// Waits up to `limit` for `pid` to end; whether it did.
-    fn wait_until_dead(pid: u32, limit: Duration) -> bool {
+    /// Signals the process recorded as `pid` if it still holds `lock`, so
+    /// that a reused pid is never signalled; whether it was signalled.
+    fn signal_holder(lock: &Path, pid: Option<u32>, signal: libc::c_int) -> bool {
+        match pid {
+            Some(pid) if is_held(lock) => {
+                send_signal(pid, signal);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Waits up to `limit` for the holder of `lock` to end; whether it did.
+    fn wait_released(lock: &Path, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
-            if !is_alive(pid) {
+            if !is_held(lock) {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -146,10 +189,26 @@ mod unix {
         }
     }
 
+    /// Kills the container's program if its process still runs (after its
+    /// supervisor died, or did not stop it in time).
+    fn kill_program(store: &Store, container: &Container) -> Result<()> {
+        let lock = container.dir.join(PROGRAM_LOCK);
+        let child = store
+            .read_state(&container.config.id)?
+            .and_then(|state| state.child_pid);
+        if signal_holder(&lock, child, libc::SIGKILL) {
+            wait_released(&lock, Duration::from_secs(5));
+        }
+        Ok(())
+    }
+
     /// Starts the container's supervisor and waits (at most `wait`) until
     /// it reports that the program started, or why it could not.
     pub fn start(store: &Store, container: &Container, wait: Duration) -> Result<()> {
         let id = container.config.id.as_str();
+        // A program left running by a supervisor that died would hold the
+        // program lock and keep the new one from starting.
+        kill_program(store, container)?;
         store.write_state(id, &ContainerState::default())?;
         let mut supervisor = spawn_supervisor(store, id)?;
         let deadline = Instant::now() + wait;
@@ -199,17 +258,14 @@ mod unix {
     }
 
     /// Re-executes berth as the container's supervisor in a new session,
-    /// detached from the terminal.
+    /// detached from the terminal. Only the ID is on its command line.
     fn spawn_supervisor(store: &Store, id: &str) -> Result<std::process::Child> {
         use std::os::unix::process::CommandExt;
         let exe = std::env::current_exe().context("cannot find the berth executable")?;
         let home = crate::home::berth_home()?;
         let home = std::path::absolute(&home).unwrap_or(home);
         let log_path = store.dir(id).join("supervisor.log");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
+        let log = open_append(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
         let mut command = std::process::Command::new(exe);
         command
@@ -241,27 +297,19 @@ mod unix {
         let Some(state) = store.read_state(id)? else {
             return Ok(());
         };
-        match state.pid.filter(|&pid| is_alive(pid)) {
-            Some(pid) => {
-                send_signal(pid, libc::SIGTERM);
-                if !wait_until_dead(pid, timeout) {
-                    let child = store.read_state(id)?.and_then(|state| state.child_pid);
-                    if let Some(child) = child {
-                        send_signal(child, libc::SIGKILL);
-                    }
-                    if !wait_until_dead(pid, Duration::from_secs(5)) {
-                        send_signal(pid, libc::SIGKILL);
-                        wait_until_dead(pid, Duration::from_secs(5));
-                    }
+        let supervisor_lock = container.dir.join(SUPERVISOR_LOCK);
+        if signal_holder(&supervisor_lock, state.pid, libc::SIGTERM) {
+            if !wait_released(&supervisor_lock, timeout) {
+                kill_program(store, container)?;
+                if !wait_released(&supervisor_lock, Duration::from_secs(5))
+                    && signal_holder(&supervisor_lock, state.pid, libc::SIGKILL)
+                {
+                    wait_released(&supervisor_lock, Duration::from_secs(5));
                 }
             }
-            None => {
-                // No supervisor: make sure no orphaned program runs on.
-                if let Some(child) = state.child_pid.filter(|&pid| is_alive(pid)) {
-                    send_signal(child, libc::SIGKILL);
-                    wait_until_dead(child, Duration::from_secs(5));
-                }
-            }
+        } else {
+            // No supervisor: make sure no orphaned program runs on.
+            kill_program(store, container)?;
         }
         // The supervisor records the exit; if it could not, do it here.
         if let Some(mut state) = store.read_state(id)?
@@ -328,6 +376,10 @@ mod unix {
         let config = &container.config;
         let id = config.id.as_str();
         let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        // Taken before the pid is recorded, held until this process ends:
+        // what makes the recorded pid believable (see the module docs).
+        let _lock = hold(&container.dir.join(SUPERVISOR_LOCK))
+            .context("the container already has a supervisor")?;
         let mut state = ContainerState {
             pid: Some(std::process::id()),
             ..store.read_state(id)?.unwrap_or_default()
@@ -340,17 +392,15 @@ mod unix {
         let log = LogWriter::open(&container.dir, LOG_MAX_BYTES)
             .with_context(|| format!("cannot open the log in {}", container.dir.display()))?;
         let log = Arc::new(Mutex::new(log));
-        let started_file = container.dir.join("started");
+        let started_file = container.dir.join(STARTED_FILE);
         let mut first = true;
         let mut backoff_step = 0u32;
         loop {
             let _ = fs::remove_file(&started_file);
             let mut command = tokio::process::Command::new(&exe);
             command
-                .arg("run")
-                .arg("--started-file")
-                .arg(&started_file)
-                .args(&config.argv)
+                .arg(RUN_COMMAND)
+                .arg(id)
                 .current_dir(&config.cwd)
                 .stdin(if config.interactive {
                     Stdio::piped()

@@ -439,3 +439,297 @@ fn ps_shows_what_an_image_runs() {
         all.stdout
     );
 }
+
+/// Every directory and file under `root` (itself included), with its mode.
+fn modes_under(root: &std::path::Path) -> Vec<(PathBuf, bool, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).expect("metadata");
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read_dir") {
+                pending.push(entry.expect("entry").path());
+            }
+        }
+        found.push((path, meta.is_dir(), mode));
+    }
+    found
+}
+
+/// The command lines of every process this test can see.
+#[cfg(target_os = "linux")]
+fn command_lines() -> Vec<(u32, String)> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(bytes) = std::fs::read(entry.path().join("cmdline")) {
+            let line = String::from_utf8_lossy(&bytes).replace('\0', " ");
+            lines.push((pid, line));
+        }
+    }
+    lines
+}
+
+/// Another user on this machine must not learn a container's `-e` values:
+/// not from the files under BERTH_HOME (records, logs, the compile cache),
+/// not from the process list.
+#[test]
+fn secrets_are_kept_from_other_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new();
+    let root = home.berth.home.path().to_path_buf();
+    // As older berth versions (and tempdir) leave it: readable by others.
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let secret = format!("SECRET=s3cret-{}", std::process::id());
+    let passed = format!("p4ssed-{}", std::process::id());
+
+    // One container that prints its environment into its log...
+    let printer = home.detach(&["-e", &secret, "--name", "printer", &path("wasm/hello.wasm")]);
+    // ...and one that keeps running, with a value passed from berth's own
+    // environment (`-e KEY`).
+    let mut command = home.berth.command(&[
+        "run",
+        "-d",
+        "-e",
+        &secret,
+        "-e",
+        "PASSED",
+        "--name",
+        "spinner",
+        &path("wasm/busy.wasm"),
+    ]);
+    command.env("PASSED", &passed);
+    let run = home.berth.run_with(command, None, Duration::from_secs(60));
+    run.expect_code(0);
+    let spinner = run.stdout.trim().to_owned();
+    wait_for("the printer to exit", Duration::from_secs(30), || {
+        home.state(&printer)
+            .filter(|state| state["status"] == "exited")
+    });
+    let state = wait_for("the spinner to run", Duration::from_secs(30), || {
+        home.state(&spinner)
+            .filter(|state| state["status"] == "running")
+    });
+
+    // The secrets are on disk (that is what the modes must protect).
+    let log = std::fs::read_to_string(home.container_dir(&printer).join("log.jsonl"))
+        .expect("printer log");
+    assert!(log.contains(&secret), "{log}");
+    let config = std::fs::read_to_string(home.container_dir(&spinner).join("config.json"))
+        .expect("spinner config");
+    assert!(config.contains(&format!("PASSED={passed}")), "{config}");
+
+    let found = modes_under(&root);
+    for expected in [
+        "config.json",
+        "state.json",
+        "log.jsonl",
+        "supervisor.log",
+        "printer",
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|(path, _, _)| path.file_name().is_some_and(|name| name == expected)),
+            "{expected} not found under BERTH_HOME: {found:?}"
+        );
+    }
+    assert!(
+        found
+            .iter()
+            .any(|(path, _, _)| path.extension().is_some_and(|ext| ext == "cwasm")),
+        "no compile cache entry: {found:?}"
+    );
+    for (path, is_dir, mode) in &found {
+        let wanted = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(
+            *mode,
+            wanted,
+            "{} has mode {mode:04o}, not {wanted:04o}",
+            path.display()
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    {
+        let lines = command_lines();
+        for key in ["pid", "child_pid"] {
+            let pid = state[key].as_u64().expect("a pid") as u32;
+            assert!(
+                lines.iter().any(|(seen, line)| *seen == pid
+                    && line.contains(&spinner)
+                    && !line.contains("busy.wasm")),
+                "{key} {pid} should run with only the container ID on its command line: {lines:?}"
+            );
+        }
+        for (pid, line) in &lines {
+            assert!(
+                !line.contains(&secret) && !line.contains(&passed),
+                "process {pid} shows a secret on its command line: {line}"
+            );
+        }
+    }
+    home.run(&["rm", "-f", "spinner"]).expect_code(0);
+}
+
+/// A data directory that others could have written to, or that belongs to
+/// someone else, is refused (its records and compiled code cannot be
+/// trusted), as ssh refuses such a `~/.ssh`.
+#[test]
+fn a_data_directory_others_control_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let berth = Berth::new();
+    let root = berth.home.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    berth
+        .run(&["run", &path("wasm/hello.wasm")])
+        .expect_berth_error(&format!("`chmod 700 {}`", root.display()));
+    berth
+        .run(&["ps"])
+        .expect_berth_error("is writable by others (mode 0777)");
+    assert!(
+        std::fs::read_dir(root).expect("read home").next().is_none(),
+        "berth wrote into a directory it refused"
+    );
+    let mode = || std::fs::metadata(root).expect("home").permissions().mode() & 0o7777;
+
+    // Readable by others and holding someone else's files (a home
+    // directory given as BERTH_HOME): refused, its mode left alone.
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(root.join("notes.txt"), "mine").expect("write");
+    berth
+        .run(&["ps"])
+        .expect_berth_error("holds files that are not berth's");
+    assert_eq!(mode(), 0o755);
+    std::fs::remove_file(root.join("notes.txt")).expect("rm");
+
+    // berth's own, readable by others: made owner-only, silently when
+    // empty, with a warning when it held data that may have been read.
+    let ps = berth.run(&["ps"]);
+    ps.expect_code(0);
+    assert_eq!((mode(), ps.stderr.as_str()), (0o700, ""));
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let ps = berth.run(&["ps"]);
+    ps.expect_code(0);
+    assert_eq!(mode(), 0o700);
+    assert!(
+        ps.stderr
+            .contains("was readable by others (mode 0755); it is now owner-only (0700)"),
+        "{}",
+        ps.stderr
+    );
+
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        std::os::unix::fs::chown(root, Some(65534), None).expect("chown");
+        berth
+            .run(&["ps"])
+            .expect_berth_error("belongs to uid 65534, not to you");
+    }
+}
+
+/// `state.json` naming a pid that now belongs to an unrelated process (the
+/// pid was reused, or the file was damaged) must not get that process
+/// signalled by `stop`, `rm -f` or `start`, nor shown as running by `ps`.
+#[test]
+fn a_reused_pid_in_the_record_is_never_signalled() {
+    let home = Home::new();
+    let id = home.detach(&["--name", "gone", &path("wasm/exitcode.wasm"), "0"]);
+    wait_for("the container to exit", Duration::from_secs(30), || {
+        home.state(&id).filter(|state| state["status"] == "exited")
+    });
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep");
+    let unrelated = bystander.id();
+    let forge = || {
+        let state = serde_json::json!({
+            "status": "running",
+            "pid": unrelated,
+            "child_pid": unrelated,
+            "started_at": "2026-01-01T00:00:00.000000000Z",
+        });
+        std::fs::write(
+            home.container_dir(&id).join("state.json"),
+            serde_json::to_vec(&state).expect("encode"),
+        )
+        .expect("forge state.json");
+    };
+    let alive = |bystander: &mut std::process::Child, after: &str| {
+        // Signals are delivered at once, but give the kernel a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            bystander.try_wait().expect("wait").is_none(),
+            "the unrelated process was killed by {after}"
+        );
+    };
+
+    forge();
+    assert!(
+        row(&home.run(&["ps"]), "gone").is_none(),
+        "shown as running"
+    );
+    let all = home.run(&["ps", "-a"]);
+    assert!(
+        row(&all, "gone").is_some_and(|row| row.contains("Exited (255)")),
+        "{}",
+        all.stdout
+    );
+    home.run(&["stop", "gone"]).expect_code(0);
+    alive(&mut bystander, "stop");
+    let state = home.state(&id).expect("state");
+    assert_eq!(state["status"], "exited", "{state}");
+
+    forge();
+    home.run(&["start", "gone"]).expect_code(0);
+    alive(&mut bystander, "start");
+    wait_for(
+        "the restarted container to exit",
+        Duration::from_secs(30),
+        || home.state(&id).filter(|state| state["status"] == "exited"),
+    );
+
+    forge();
+    home.run(&["rm", "-f", "gone"]).expect_code(0);
+    alive(&mut bystander, "rm -f");
+    assert!(!home.container_dir(&id).exists());
+
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
+
+/// Words after FILE belong to the program, even when they look like berth
+/// options, in a detached container too: its supervisor re-runs the
+/// program with them, and `ps` shows them.
+#[test]
+fn a_detached_programs_arguments_may_look_like_options() {
+    let home = Home::new();
+    let id = home.detach(&[
+        "--name",
+        "dashes",
+        &path("wasm/hello.wasm"),
+        "-m",
+        "5",
+        "--rm",
+        "-d",
+    ]);
+    wait_for("the container to exit", Duration::from_secs(30), || {
+        home.state(&id).filter(|state| state["status"] == "exited")
+    });
+    let logs = home.run(&["logs", "dashes"]);
+    logs.expect_code(0);
+    assert_eq!(
+        logs.stdout,
+        "Hello from berth!\narg[1]=-m\narg[2]=5\narg[3]=--rm\narg[4]=-d\n"
+    );
+    let all = home.run(&["ps", "-a"]);
+    let dashes = row(&all, "dashes").unwrap_or_else(|| panic!("removed: {}", all.stdout));
+    assert!(dashes.contains("\"hello.wasm -m 5 --r…\""), "{dashes}");
+    assert!(dashes.contains("Exited (0)"), "{dashes}");
+}

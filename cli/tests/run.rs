@@ -454,3 +454,151 @@ fn compile_cache_is_used_and_corrupt_entries_are_rebuilt() {
         assert_eq!(std::fs::read(entry).expect("rebuilt entry"), original);
     }
 }
+
+/// The only compile cache entry other than `except`.
+#[cfg(unix)]
+fn cache_entry(
+    cache_dir: &std::path::Path,
+    except: Option<&std::path::Path>,
+) -> std::path::PathBuf {
+    let entries: Vec<_> = std::fs::read_dir(cache_dir)
+        .expect("cache dir")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "cwasm"))
+        .filter(|path| Some(path.as_path()) != except)
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    entries[0].clone()
+}
+
+/// The compile cache holds native code that berth executes; its checksum
+/// only detects damage. A cache directory others can write to, or an entry
+/// others can write, could hold anyone's code, so it is never loaded.
+#[cfg(unix)]
+#[test]
+fn compile_cache_others_can_write_is_never_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let berth = Berth::new();
+    let hello = path("wasm/hello.wasm");
+    let exitcode = path("wasm/exitcode.wasm");
+    let cache_dir = berth.home.path().join("cache").join("compiled");
+    berth.run(&["run", &hello]).expect_code(0);
+    let hello_entry = cache_entry(&cache_dir, None);
+    berth.run(&["run", &exitcode]).expect_code(0);
+    let planted = std::fs::read(cache_entry(&cache_dir, Some(&hello_entry))).expect("entry");
+    // A valid entry (good checksum) of another program, under hello's name.
+    std::fs::write(&hello_entry, &planted).expect("plant");
+    let chmod = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    chmod(&hello_entry, 0o600);
+
+    // Control: in a cache only the user can write, what is there runs (the
+    // user's own files are trusted): the planted program prints nothing.
+    let run = berth.run(&["run", &hello]);
+    run.expect_code(0);
+    assert_eq!(run.stdout, "", "the planted entry was not loaded");
+
+    // A directory others can write to: not used at all, with a warning
+    // naming it and the fix; nothing is loaded from it or written to it.
+    chmod(&cache_dir, 0o777);
+    let run = berth.run(&["run", &hello]);
+    run.expect_code(0);
+    assert_eq!(run.stdout, "Hello from berth!\n");
+    assert!(
+        run.stderr.contains(&format!(
+            "not using the compile cache {}",
+            cache_dir.display()
+        )) && run.stderr.contains("mode 0777")
+            && run
+                .stderr
+                .contains(&format!("chmod 700 {}", cache_dir.display())),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.matches("not using").count(), 1, "{}", run.stderr);
+    assert_eq!(std::fs::read(&hello_entry).expect("entry"), planted);
+
+    // An entry others can write to, in a good directory: discarded, rebuilt.
+    chmod(&cache_dir, 0o700);
+    chmod(&hello_entry, 0o666);
+    let run = berth.run(&["run", &hello]);
+    run.expect_code(0);
+    assert_eq!(run.stdout, "Hello from berth!\n");
+    assert!(
+        run.stderr
+            .contains("discarding invalid compile cache entry")
+            && run.stderr.contains("mode 0666"),
+        "{}",
+        run.stderr
+    );
+    let rebuilt = std::fs::metadata(&hello_entry).expect("rebuilt entry");
+    assert_eq!(rebuilt.permissions().mode() & 0o7777, 0o600);
+    assert_ne!(std::fs::read(&hello_entry).expect("entry"), planted);
+
+    // An entry that belongs to another user (only root can make one).
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::fs::write(&hello_entry, &planted).expect("plant");
+        chmod(&hello_entry, 0o600);
+        std::os::unix::fs::chown(&hello_entry, Some(65534), None).expect("chown");
+        let run = berth.run(&["run", &hello]);
+        run.expect_code(0);
+        assert_eq!(run.stdout, "Hello from berth!\n");
+        assert!(
+            run.stderr.contains("belongs to uid 65534"),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+/// Every berth option comes before FILE|IMAGE: what follows belongs to the
+/// program, even words that look like berth options (`-m 5` is not a
+/// 5-byte memory limit, `-w` not a working directory).
+#[test]
+fn arguments_after_the_program_are_the_programs() {
+    let berth = Berth::new();
+    let hello = path("wasm/hello.wasm");
+    let run = berth.run(&[
+        "run",
+        &hello,
+        "-m",
+        "5",
+        "-w",
+        "-c",
+        "--timeout",
+        "1ms",
+        "-e",
+        "A=1",
+        "--help",
+        "-d",
+        "--",
+        "-v",
+    ]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stdout,
+        "Hello from berth!\narg[1]=-m\narg[2]=5\narg[3]=-w\narg[4]=-c\narg[5]=--timeout\narg[6]=1ms\narg[7]=-e\narg[8]=A=1\narg[9]=--help\narg[10]=-d\narg[11]=--\narg[12]=-v\n"
+    );
+
+    // Options before FILE still apply; `--` ends them.
+    let run = berth.run(&["run", "-e", "A=1", "--", &hello, "-e", "B=2"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stdout,
+        "Hello from berth!\narg[1]=-e\narg[2]=B=2\nenv A=1\n"
+    );
+    berth
+        .run(&["run", "--timeout", "1ms", &path("wasm/busy.wasm")])
+        .expect_code(137);
+
+    let help = berth.run(&["run", "--help"]);
+    help.expect_code(0);
+    assert!(
+        help.stdout
+            .contains("Usage: berth run [OPTIONS] <FILE|IMAGE> [ARGS]..."),
+        "{}",
+        help.stdout
+    );
+}

@@ -12,6 +12,9 @@
 //!   drops the lock when its holder dies, so a crash never leaves a stale
 //!   lock to detect, and it works the same on Linux, macOS and Windows.
 //!
+//! Directories are created owner-only (0700) and files owner-only (0600)
+//! on unix: the store may hold private images.
+//!
 //! Blobs are content-addressed, so layers shared by images are stored once.
 //! Blobs are deleted only by [`Store::prune`]. The store never talks to the
 //! network.
@@ -121,7 +124,13 @@ impl Store {
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
         for dir in [root.join("blobs/sha256"), root.join(TMP_DIR)] {
-            fs::create_dir_all(&dir).map_err(|e| RegistryError::io("cannot create", &dir, e))?;
+            let mut builder = fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder
+                .create(&dir)
+                .map_err(|e| RegistryError::io("cannot create", &dir, e))?;
         }
         let store = Store { root };
         let layout = store.root.join("oci-layout");
@@ -456,7 +465,10 @@ impl Store {
 
     fn lock(&self) -> Result<File> {
         let path = self.root.join(LOCK_FILE);
-        let file = fs::OpenOptions::new()
+        let mut options = fs::OpenOptions::new();
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options
             .create(true)
             .truncate(false)
             .write(true)

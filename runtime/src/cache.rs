@@ -10,10 +10,24 @@
 //! and renamed into place, so concurrent runs and crashes leave either a
 //! whole entry or none. A miss may be compiled in a child process under
 //! limits ([`CompileIsolation`]); nothing is stored unless it succeeded.
+//!
+//! The checksum detects damage, not tampering: whoever can write an entry
+//! can make berth execute their native code. So the cache trusts only what
+//! the user alone could have written. On unix, a cache directory that is
+//! not owned by the user, or that group or others can write, is not used at
+//! all (programs are compiled in memory, with one warning naming the
+//! directory and the fix); an entry that is not owned by the user, or that
+//! group or others can write, is discarded and rebuilt. The checks are made
+//! on the opened entry, so what is checked is what is read. The directory
+//! is created owner-only (0700) and entries owner-only (0600). On Windows
+//! no owner or ACL checks are made: the cache lives in the user's profile
+//! (`%APPDATA%`), whose ACL already excludes other users.
 
 use std::hash::{Hash, Hasher};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -32,6 +46,9 @@ const HEADER_LEN: usize = ENTRY_MAGIC.len() + 32;
 pub struct CompileCache {
     dir: PathBuf,
     isolation: CompileIsolation,
+    /// Whether the untrusted directory was reported already (once per
+    /// cache, shared by its clones).
+    warned: Arc<AtomicBool>,
 }
 
 /// Where a program came from, for logs and benchmarks.
@@ -43,6 +60,9 @@ pub enum CacheOutcome {
     Miss,
     /// An entry existed but failed verification; it was replaced.
     Rebuilt,
+    /// Compiled in memory: the cache directory is not trusted (see the
+    /// module documentation), so nothing was loaded from it or stored.
+    Untrusted,
 }
 
 /// Feeds `Hash` output into sha256 so the key is stable across processes.
@@ -63,6 +83,7 @@ impl CompileCache {
         CompileCache {
             dir: dir.into(),
             isolation: CompileIsolation::InProcess,
+            warned: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -109,12 +130,23 @@ impl CompileCache {
         kind: WasmKind,
         origin: &str,
     ) -> Result<(Program, CacheOutcome), RuntimeError> {
+        if let Some(reason) = distrust_dir(&self.dir) {
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "not using the compile cache {}: {reason}, so anyone could plant native code there; compiling in memory. Fix: {}",
+                    self.dir.display(),
+                    fix(&self.dir)
+                );
+            }
+            let (program, _) = self.compile_miss(engine, binary, kind, origin)?;
+            return Ok((program, CacheOutcome::Untrusted));
+        }
         let path = self.entry_path(engine, binary, kind);
         let mut outcome = CacheOutcome::Miss;
-        match std::fs::read(&path) {
-            Ok(entry) => match verified_payload(&entry)
-                .and_then(|payload| deserialize(engine, payload, kind))
-            {
+        match read_entry(&path) {
+            Ok(entry) => match entry.and_then(|entry| {
+                verified_payload(&entry).and_then(|payload| deserialize(engine, payload, kind))
+            }) {
                 Ok(code) => {
                     let program = Program::new(code, binary);
                     tracing::debug!(path = %path.display(), "compile cache hit");
@@ -131,7 +163,29 @@ impl CompileCache {
                 tracing::warn!(path = %path.display(), %error, "cannot read compile cache entry")
             }
         }
-        let (program, serialized) = match &self.isolation {
+        let (program, serialized) = self.compile_miss(engine, binary, kind, origin)?;
+        match serialized {
+            Ok(payload) => {
+                if let Err(error) = self.store(&path, &payload) {
+                    // A read-only or full disk must not stop the run.
+                    tracing::warn!(path = %path.display(), %error, "cannot store compiled code");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot serialize compiled code"),
+        }
+        Ok((program, outcome))
+    }
+
+    /// Compiles `binary` as the cache's isolation says: the program, and
+    /// its serialized code to store (or why it could not be serialized).
+    fn compile_miss(
+        &self,
+        engine: &Engine,
+        binary: &[u8],
+        kind: WasmKind,
+        origin: &str,
+    ) -> Result<(Program, wasmtime::Result<Vec<u8>>), RuntimeError> {
+        Ok(match &self.isolation {
             CompileIsolation::InProcess => {
                 let program = compile(engine, binary, kind, origin)?;
                 let serialized = match program.code() {
@@ -166,21 +220,11 @@ impl CompileCache {
                 })?;
                 (Program::new(code, binary), Ok(payload))
             }
-        };
-        match serialized {
-            Ok(payload) => {
-                if let Err(error) = self.store(&path, &payload) {
-                    // A read-only or full disk must not stop the run.
-                    tracing::warn!(path = %path.display(), %error, "cannot store compiled code");
-                }
-            }
-            Err(error) => tracing::warn!(%error, "cannot serialize compiled code"),
-        }
-        Ok((program, outcome))
+        })
     }
 
     fn store(&self, path: &Path, payload: &[u8]) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+        create_private_dir_all(&self.dir)?;
         let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
         temp.write_all(ENTRY_MAGIC)?;
         temp.write_all(&Sha256::digest(payload))?;
@@ -189,6 +233,72 @@ impl CompileCache {
         temp.persist(path).map_err(|error| error.error)?;
         Ok(())
     }
+}
+
+/// Creates `dir` and its missing parents, owner-only on unix (whatever the
+/// umask), so that the next run trusts it.
+fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Reads the entry at `path`: its bytes, or why it is not trusted (checked
+/// on the opened file, so that what is checked is what is read).
+fn read_entry(path: &Path) -> std::io::Result<Result<Vec<u8>, String>> {
+    let mut file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(Err("not a regular file".into()));
+    }
+    if let Some(reason) = distrust(&meta) {
+        return Ok(Err(reason));
+    }
+    let mut entry = Vec::new();
+    file.read_to_end(&mut entry)?;
+    Ok(Ok(entry))
+}
+
+/// Why the cache directory `dir` cannot be trusted, if it cannot. A
+/// directory that does not exist yet is created owner-only by `store`.
+fn distrust_dir(dir: &Path) -> Option<String> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Some("it is not a directory".into()),
+        Ok(meta) => distrust(&meta),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => Some(format!("it cannot be read ({error})")),
+    }
+}
+
+/// Why a cache file or directory with `meta` cannot be trusted: another
+/// owner, or writable by group or others.
+#[cfg(unix)]
+fn distrust(meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Some(format!(
+            "it belongs to uid {}, not to this user (uid {me})",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    (mode & 0o022 != 0).then(|| format!("group or others can write to it (mode {mode:04o})"))
+}
+
+#[cfg(not(unix))]
+fn distrust(_meta: &std::fs::Metadata) -> Option<String> {
+    None
+}
+
+/// How to make `dir` trusted again.
+fn fix(dir: &Path) -> String {
+    format!(
+        "`chmod 700 {0}` if it is yours, else remove {0} (berth recreates it)",
+        dir.display()
+    )
 }
 
 /// Checks an entry's magic and checksum and returns its payload.

@@ -124,8 +124,8 @@ pub fn run_detached(args: RunArgs) -> Result<u8> {
         created: now_rfc3339(),
         argv,
         cwd,
-        image: args.file.clone(),
-        command: args.args.clone(),
+        image: args.file().to_owned(),
+        command: args.args().to_vec(),
         image_argv: crate::commands::run::local_image_argv(&args),
         ports: args.ports(),
         restart: args.restart,
@@ -144,7 +144,7 @@ pub fn run_detached(args: RunArgs) -> Result<u8> {
 }
 
 /// Flags that only shape the container record, not the run itself.
-const RECORD_ONLY: [&str; 5] = ["detach", "name", "auto_remove", "restart", "started_file"];
+const RECORD_ONLY: [&str; 4] = ["detach", "name", "auto_remove", "restart"];
 
 /// The `berth run` arguments (after `run`) a container's supervisor
 /// repeats: without `-d`, `--name`, `--rm` and `--restart`, options in
@@ -266,7 +266,7 @@ pub fn ps_command(args: PsArgs) -> Result<u8> {
     ];
     let mut out = io::stdout().lock();
     for container in store.list()? {
-        let state = observed(&container.state);
+        let state = observed(&container.dir, &container.state);
         if !args.all && !is_active(&state) {
             continue;
         }
@@ -379,7 +379,7 @@ pub fn logs_command(args: LogsArgs) -> Result<u8> {
         // Look at the state first: the supervisor writes every line before
         // it records the exit, so nothing is missed.
         let done = match store.read_state(&container.config.id)? {
-            Some(state) => !is_active(&observed(&state)),
+            Some(state) => !is_active(&observed(&container.dir, &state)),
             None => true,
         };
         let entries = follower
@@ -444,7 +444,7 @@ pub fn start_command(args: StartArgs) -> Result<u8> {
 }
 
 fn start_one(store: &Store, container: &Container) -> Result<()> {
-    if is_active(&observed(&container.state)) {
+    if is_active(&observed(&container.dir, &container.state)) {
         return Ok(());
     }
     supervisor::start(store, container, START_WAIT)
@@ -467,7 +467,7 @@ pub fn restart_command(args: StopArgs) -> Result<u8> {
 pub fn rm_command(args: RmArgs) -> Result<u8> {
     each(&args.containers, |store, reference| {
         let container = store.resolve(reference)?;
-        if is_active(&observed(&container.state)) {
+        if is_active(&observed(&container.dir, &container.state)) {
             if !args.force {
                 bail!(
                     "cannot remove container {reference:?}: container is running: stop the container before removing or force remove (rm -f)"
@@ -482,6 +482,23 @@ pub fn rm_command(args: RmArgs) -> Result<u8> {
 /// `berth __supervise ID` (hidden): the per-container supervisor.
 pub fn supervise_command(id: &str) -> Result<u8> {
     supervisor::supervise(id)
+}
+
+/// `berth __run ID` (hidden): runs a container's program in the foreground
+/// for its supervisor, with the run request read from the container's
+/// record rather than from the command line (where every user could read
+/// its `-e` values).
+pub fn run_recorded_command(id: &str) -> Result<u8> {
+    let store = Store::open()?;
+    let container = store.load(id)?;
+    // Held until this process exits (the foreground run ends with exit):
+    // it lets `stop` tell this process from one that reused its pid.
+    let _lock = supervisor::hold(&container.dir.join(supervisor::PROGRAM_LOCK))
+        .context("the container's program is already running")?;
+    crate::commands::run::run_recorded(
+        &container.config.argv,
+        container.dir.join(supervisor::STARTED_FILE),
+    )
 }
 
 #[cfg(test)]

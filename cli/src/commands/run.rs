@@ -2,9 +2,13 @@
 //! and exit codes, in the foreground or (`-d`) as a detached container.
 //!
 //! A detached container's supervisor runs the same foreground code in a
-//! child process (`berth run --started-file PATH ...`), so limits, serving
-//! and exit codes are identical either way; only where stdin, stdout and
-//! stderr lead differs.
+//! child process (`berth __run ID`, which reads the recorded run request),
+//! so limits, serving and exit codes are identical either way; only where
+//! stdin, stdout and stderr lead differs.
+//!
+//! Every berth option comes before FILE|IMAGE; everything after it belongs
+//! to the program, unchanged, as with `docker run` and `wasmtime run`
+//! (`berth run app.wasm -m 5` passes `-m 5` to the program).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -111,9 +115,9 @@ pub struct RunArgs {
     #[arg(long = "restart", value_name = "POLICY", default_value = "no", value_parser = RestartPolicy::parse)]
     pub(crate) restart: RestartPolicy,
 
-    /// Create FILE once the program is loaded (and, when serving, the port
-    /// is bound): how a container's supervisor learns that it started.
-    #[arg(long = "started-file", value_name = "FILE", hide = true)]
+    /// Created once the program is loaded (and, when serving, the port is
+    /// bound): how a container's supervisor learns that it started.
+    #[arg(skip)]
     started_file: Option<PathBuf>,
 
     /// When to pull IMAGE: missing (default), always or never.
@@ -124,19 +128,19 @@ pub struct RunArgs {
     #[arg(long = "entrypoint", value_name = "PATH")]
     entrypoint: Option<String>,
 
-    /// The program: a .wasm module or component, .wat text, or an image
-    /// name. FILE#NAME calls the export NAME of a core module with ARGS as
-    /// its parameters.
-    #[arg(value_name = "FILE|IMAGE")]
-    pub(crate) file: String,
-
-    /// Arguments passed to the program.
+    /// The program (a .wasm module or component, .wat text, or an image
+    /// name), then its arguments. FILE#NAME calls the export NAME of a core
+    /// module with ARGS as its parameters. Everything after FILE|IMAGE goes
+    /// to the program unchanged, even words that look like berth options.
+    // One list, so that the parser stops looking for options at FILE|IMAGE.
     #[arg(
-        value_name = "ARGS",
+        value_names = ["FILE|IMAGE", "ARGS"],
+        required = true,
+        num_args = 1..,
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]
-    pub(crate) args: Vec<String>,
+    program: Vec<String>,
 }
 
 fn parse_publish(text: &str) -> Result<PortMapping, String> {
@@ -190,6 +194,16 @@ fn is_file_target(file: &str) -> bool {
 }
 
 impl RunArgs {
+    /// The FILE|IMAGE argument.
+    pub(crate) fn file(&self) -> &str {
+        self.program.first().map_or("", String::as_str)
+    }
+
+    /// The arguments after FILE|IMAGE.
+    pub(crate) fn args(&self) -> &[String] {
+        self.program.get(1..).unwrap_or_default()
+    }
+
     /// Published ports, as docker's PORTS column shows them.
     pub(crate) fn ports(&self) -> Vec<String> {
         self.publish.iter().map(PortMapping::describe).collect()
@@ -209,10 +223,33 @@ pub fn run(args: RunArgs) -> Result<u8> {
     run_foreground(args)
 }
 
-/// Creates the `--started-file`, if one was asked for.
+/// Runs a container's program in the foreground for its supervisor:
+/// `argv` is the recorded run request (the `berth run` arguments after
+/// `run`), and `started_file` is created once the program started.
+pub(crate) fn run_recorded(argv: &[String], started_file: PathBuf) -> Result<u8> {
+    use clap::FromArgMatches;
+    let command = RunArgs::augment_args(clap::Command::new("run").no_binary_name(true));
+    let invalid = |error: clap::Error| {
+        anyhow::anyhow!(
+            "the container's recorded run request is invalid: {}",
+            error.kind()
+        )
+    };
+    let matches = command.try_get_matches_from(argv).map_err(invalid)?;
+    let mut args = RunArgs::from_arg_matches(&matches).map_err(invalid)?;
+    args.started_file = Some(started_file);
+    run_foreground(args)
+}
+
+/// Creates the started file, if one was asked for.
 fn notify_started(args: &RunArgs) -> Result<()> {
     if let Some(path) = &args.started_file {
-        std::fs::write(path, b"").with_context(|| format!("cannot create {}", path.display()))?;
+        crate::home::private_file()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
     }
     Ok(())
 }
@@ -222,18 +259,18 @@ fn notify_started(args: &RunArgs) -> Result<()> {
 fn run_foreground(args: RunArgs) -> Result<u8> {
     // --timeout counts from here: compiling is part of the run.
     let started = std::time::Instant::now();
-    let resolved = if is_file_target(&args.file) {
-        let (path, entrypoint) = split_entrypoint(&args.file);
+    let resolved = if is_file_target(args.file()) {
+        let (path, entrypoint) = split_entrypoint(args.file());
         let program_name = path
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_else(|| args.file.clone());
+            .unwrap_or_else(|| args.file().to_owned());
         Resolved {
             origin: path.display().to_string(),
             path,
             entrypoint,
             program_name,
-            args: args.args.clone(),
+            args: args.args().to_vec(),
             env: Vec::new(),
             mounts: Vec::new(),
             workdir: None,
@@ -396,13 +433,13 @@ fn image_program(
 /// replacing both), as `berth ps` shows them. `None` for files, images not
 /// pulled yet, or anything unreadable.
 pub(crate) fn local_image_argv(args: &RunArgs) -> Option<Vec<String>> {
-    if is_file_target(&args.file) {
+    if is_file_target(args.file()) {
         return None;
     }
     let store = crate::home::open_store().ok()?;
-    let (digest, manifest) = store.resolve(&args.file).ok()?;
+    let (digest, manifest) = store.resolve(args.file()).ok()?;
     let config = berth_registry::image::run_config_of(&store, &digest, &manifest).ok()?;
-    Some(image_argv(&config, args.entrypoint.as_deref(), &args.args))
+    Some(image_argv(&config, args.entrypoint.as_deref(), args.args()))
         .filter(|argv| !argv.is_empty())
 }
 
@@ -499,7 +536,7 @@ pub(crate) fn precompile_image(image: &str) {
 /// as docker does (command-line flags override them).
 fn resolve_image(args: &RunArgs) -> Result<Resolved> {
     let store = crate::home::open_store()?;
-    let image = args.file.as_str();
+    let image = args.file();
     let found = match args.pull {
         PullPolicy::Always => None,
         PullPolicy::Missing | PullPolicy::Never => store.resolve(image).ok(),
@@ -531,7 +568,7 @@ fn resolve_image(args: &RunArgs) -> Result<Resolved> {
         &manifest,
         image,
         args.entrypoint.as_deref(),
-        &args.args,
+        args.args(),
     )?
     .with_context(|| {
         format!(
@@ -540,10 +577,13 @@ fn resolve_image(args: &RunArgs) -> Result<Resolved> {
     })?;
 
     let containers = crate::home::containers_dir()?;
-    std::fs::create_dir_all(&containers)
+    crate::home::create_private_dir_all(&containers)
         .with_context(|| format!("cannot create {}", containers.display()))?;
-    let scratch = tempfile::Builder::new()
-        .prefix("tmp-")
+    let mut scratch = tempfile::Builder::new();
+    scratch.prefix("tmp-");
+    #[cfg(unix)]
+    scratch.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    let scratch = scratch
         .tempdir_in(&containers)
         .with_context(|| format!("cannot create a private /tmp in {}", containers.display()))?;
     let mounts = vec![
@@ -608,7 +648,7 @@ fn serve(
         if args.publish.is_empty() {
             bail!(
                 "{} is a wasi:http component: publish a port to serve it, e.g. -p 8080:8080",
-                args.file
+                args.file()
             );
         }
         bail!("a wasi:http component serves one port; give -p once");
