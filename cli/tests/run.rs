@@ -589,8 +589,10 @@ fn arguments_after_the_program_are_the_programs() {
         run.stdout,
         "Hello from berth!\narg[1]=-e\narg[2]=B=2\nenv A=1\n"
     );
+    // (Long enough for busy.wasm to compile first: --timeout counts
+    // compiling too.)
     berth
-        .run(&["run", "--timeout", "1ms", &path("wasm/busy.wasm")])
+        .run(&["run", "--timeout", "3s", &path("wasm/busy.wasm")])
         .expect_code(137);
 
     let help = berth.run(&["run", "--help"]);

@@ -604,8 +604,12 @@ fn running_out_of_file_descriptors_does_not_spin_the_accept_loop() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Logged once per burst of failures: a descriptor freed for a moment
+    // may end one burst and start another, but a loop that logged every
+    // retry would have logged hundreds of times in these seconds.
     let log = served.log();
-    assert_eq!(log.matches("cannot accept connections").count(), 1, "{log}");
+    let warnings = log.matches("cannot accept connections").count();
+    assert!((1..=3).contains(&warnings), "{warnings} warnings: {log}");
 }
 
 /// The open-files limit for the EMFILE test: room for berth itself and a
