@@ -32,6 +32,25 @@ pub struct Limits {
     /// When the timeout's clock started, if before the sandbox itself
     /// (e.g. before the program was compiled, so that compiling counts).
     pub started: Option<Instant>,
+    /// Whose CPU time the quota charges.
+    pub cpu_clock: CpuClock,
+}
+
+/// Whose CPU time a CPU quota charges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CpuClock {
+    /// The threads that run the sandbox, read around each of its polls:
+    /// wasm and the host calls made on its own thread. Right wherever
+    /// sandboxes share a process (serving, a daemon). Work that
+    /// wasmtime-wasi hands to tokio's blocking threads (filesystem
+    /// operations) is not seen.
+    #[default]
+    Sandbox,
+    /// The whole process's CPU time since the sandbox started, blocking
+    /// threads included. For a process that runs exactly one sandbox (a
+    /// foreground `berth run`), where it is the sandbox's real cost. Falls
+    /// back to [`CpuClock::Sandbox`] where no process CPU clock exists.
+    Process,
 }
 
 /// Bytes wasmtime uses for one table element (a pointer).
@@ -223,19 +242,31 @@ pub struct CpuMeter {
     poll_start: AtomicU64,
     /// Where wall time stands in for the thread clock, its zero.
     origin: Instant,
+    /// With [`CpuClock::Process`], the process's CPU time when the meter
+    /// was made.
+    process_origin: Option<Duration>,
 }
 
 impl Default for CpuMeter {
     fn default() -> Self {
-        CpuMeter {
-            used: AtomicU64::new(0),
-            poll_start: AtomicU64::new(0),
-            origin: Instant::now(),
-        }
+        CpuMeter::new(CpuClock::Sandbox)
     }
 }
 
 impl CpuMeter {
+    /// A meter that charges what `clock` says.
+    pub fn new(clock: CpuClock) -> Self {
+        CpuMeter {
+            used: AtomicU64::new(0),
+            poll_start: AtomicU64::new(0),
+            origin: Instant::now(),
+            process_origin: match clock {
+                CpuClock::Sandbox => None,
+                CpuClock::Process => process_cpu_time(),
+            },
+        }
+    }
+
     /// The current thread's clock, in nanoseconds.
     fn thread_clock(&self) -> u64 {
         let now = thread_cpu_time().unwrap_or_else(|| self.origin.elapsed());
@@ -257,6 +288,11 @@ impl CpuMeter {
     /// CPU time used so far, including the poll in progress. Call it only
     /// from inside a poll of the [`Metered`] future (an epoch callback).
     pub fn used_in_poll(&self) -> Duration {
+        if let Some(origin) = self.process_origin
+            && let Some(now) = process_cpu_time()
+        {
+            return now.saturating_sub(origin);
+        }
         let current = self
             .thread_clock()
             .saturating_sub(self.poll_start.load(Ordering::Relaxed));
@@ -283,6 +319,34 @@ fn thread_cpu_time() -> Option<Duration> {
         u64::try_from(time.tv_sec).ok()?,
         u32::try_from(time.tv_nsec).ok()?,
     ))
+}
+
+/// The CPU time every thread of this process has used.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd"
+))]
+fn process_cpu_time() -> Option<Duration> {
+    let time = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Some(Duration::new(
+        u64::try_from(time.tv_sec).ok()?,
+        u32::try_from(time.tv_nsec).ok()?,
+    ))
+}
+
+/// No process CPU clock here: meters charge the sandbox's own polls.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd"
+)))]
+fn process_cpu_time() -> Option<Duration> {
+    None
 }
 
 /// No thread CPU clock here (Windows, others): the caller uses wall time.

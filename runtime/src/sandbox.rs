@@ -334,7 +334,7 @@ pub(crate) fn new_store<W: Send + 'static>(
         .cpus
         .map(|cpus| CpuThrottle::new(cpus, Instant::now()))
         .filter(CpuThrottle::is_limiting)
-        .map(|throttle| (throttle, Arc::default()));
+        .map(|throttle| (throttle, Arc::new(CpuMeter::new(limits.cpu_clock))));
     let needs_epoch = throttle.is_some() || limits.timeout.is_some();
     let mut memory = MemoryLimiter::new(limits.memory_bytes);
     memory.reserve(reserved);

@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use berth_registry::RegistryError;
 use berth_registry::unpack::UnpackLimits;
+use berth_runtime::limits::CpuClock;
 use berth_runtime::quantity::{parse_cpus, parse_duration, parse_memory};
 use berth_runtime::spec::{normalize_guest_path, parse_env, parse_env_file};
 use berth_runtime::{
@@ -332,6 +333,10 @@ fn run_foreground(args: RunArgs) -> Result<u8> {
             cpus: args.cpus,
             timeout: args.timeout,
             started: Some(started),
+            // This process runs this one sandbox: its whole CPU time,
+            // file work on tokio's blocking threads included, is the
+            // sandbox's.
+            cpu_clock: CpuClock::Process,
         },
         entrypoint: resolved.entrypoint.clone(),
         stdin: Stdin::Inherit,
