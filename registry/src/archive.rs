@@ -117,6 +117,10 @@ fn header(size: u64) -> tar::Header {
     h
 }
 
+/// The largest index, manifest or config file `load` reads from an
+/// archive (the OCI distribution spec's suggested manifest limit).
+pub const MAX_METADATA_BYTES: u64 = 4 << 20;
+
 /// Loads an OCI image-layout tar (or a docker-archive with `manifest.json`)
 /// into `store`, verifying every blob.
 pub fn load(store: &Store, input: &Path) -> Result<LoadOutcome> {
@@ -165,15 +169,26 @@ pub fn load(store: &Store, input: &Path) -> Result<LoadOutcome> {
         } else if matches!(path.as_str(), "index.json" | "manifest.json" | "oci-layout")
             || path.ends_with(".json")
         {
+            // Indexes, manifests and configs are read whole, so they are
+            // bounded: a forged archive must not make berth hold gigabytes.
+            let size = entry.header().size().map_err(io_err)?;
+            if size > MAX_METADATA_BYTES {
+                return Err(bad(format!(
+                    "{path} is {size} bytes; index, manifest and config files may be at most {MAX_METADATA_BYTES} bytes"
+                )));
+            }
             let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).map_err(io_err)?;
+            (&mut entry)
+                .take(MAX_METADATA_BYTES)
+                .read_to_end(&mut bytes)
+                .map_err(io_err)?;
             small.insert(path, bytes);
         } else if path.ends_with(".tar") || path.ends_with("layer.tar") {
-            // docker-archive layer: store it under its own digest.
-            let mut w = Vec::new();
-            entry.read_to_end(&mut w).map_err(io_err)?;
-            let d = store.put_blob_bytes(&w)?;
-            docker_files.insert(path, (d, w.len() as u64));
+            // docker-archive layer: streamed into the store under its own
+            // digest, never held in memory.
+            let (digest, size) =
+                store.put_blob_stream(&mut entry, &format!("{path} in {}", input.display()))?;
+            docker_files.insert(path, (digest, size));
         }
     }
     if let Some(index_bytes) = small.get("index.json") {

@@ -109,14 +109,20 @@ impl BlobWriter {
                 actual,
             });
         }
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| RegistryError::io("cannot sync", tmp.path(), e))?;
-        tmp.persist(&self.target)
-            .map_err(|e| RegistryError::io("cannot write", &self.target, e.error))?;
-        sync_dir(self.target.parent());
+        persist_blob(tmp, &self.target)?;
         Ok(size)
     }
+}
+
+/// Fsyncs a complete blob and moves it into place.
+fn persist_blob(tmp: tempfile::NamedTempFile, target: &Path) -> Result<()> {
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| RegistryError::io("cannot sync", tmp.path(), e))?;
+    tmp.persist(target)
+        .map_err(|e| RegistryError::io("cannot write", target, e.error))?;
+    sync_dir(target.parent());
+    Ok(())
 }
 
 impl Store {
@@ -192,6 +198,28 @@ impl Store {
         io::copy(&mut reader, &mut w)
             .map_err(|e| RegistryError::io("cannot store blob", expected, e))?;
         w.commit()
+    }
+
+    /// Streams `reader` into the blob named by the digest of what it
+    /// yields, without holding it in memory (for blobs whose digest is not
+    /// known in advance, such as a docker-archive's layers). The blob is
+    /// named only after all of it was read and hashed, so it cannot be
+    /// stored under a digest it does not have. Returns its digest and size.
+    pub fn put_blob_stream(&self, mut reader: impl Read, what: &str) -> Result<(String, u64)> {
+        let dir = self.root.join(TMP_DIR);
+        let tmp = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&dir)
+            .map_err(|e| RegistryError::io("cannot create a temp file in", &dir, e))?;
+        let mut writer = HashingWriter::new(tmp);
+        io::copy(&mut reader, &mut writer)
+            .map_err(|e| RegistryError::io("cannot store blob", what, e))?;
+        let (tmp, digest, size) = writer.finish();
+        let target = self.blob_path(&digest)?;
+        if !target.is_file() {
+            persist_blob(tmp, &target)?;
+        }
+        Ok((digest, size))
     }
 
     /// Stores `bytes` and returns their digest.

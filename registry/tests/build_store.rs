@@ -527,6 +527,36 @@ fn docker_archive_loads() -> TestResult {
     Ok(())
 }
 
+/// A forged archive cannot make `load` hold a huge "config" in memory:
+/// index, manifest and config files are bounded, and the refusal names the
+/// file and the limit.
+#[test]
+fn archive_metadata_files_are_bounded() -> TestResult {
+    let huge = vec![b' '; usize::try_from(archive::MAX_METADATA_BYTES)? + 1];
+    let manifest = r#"[{"Config":"huge.json","RepoTags":["dock:1"],"Layers":[]}]"#;
+    let mut outer = tar::Builder::new(Vec::new());
+    for (name, bytes) in [
+        ("manifest.json", manifest.as_bytes()),
+        ("huge.json", huge.as_slice()),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        outer.append_data(&mut h, name, bytes)?;
+    }
+    let (dir, store) = store()?;
+    let path = dir.path().join("docker.tar");
+    std::fs::write(&path, outer.into_inner()?)?;
+    let error = archive::load(&store, &path).expect_err("a 4 MiB + 1 config is refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("huge.json") && message.contains("at most 4194304 bytes"),
+        "{message}"
+    );
+    assert!(store.images()?.is_empty());
+    Ok(())
+}
+
 #[test]
 fn entrypoint_resets_only_an_inherited_cmd() -> TestResult {
     let wasm = example_wasm("hello.wasm")?;
