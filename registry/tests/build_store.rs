@@ -490,6 +490,19 @@ fn an_image_interrupted_before_tagging_does_not_exist() -> TestResult {
     Ok(())
 }
 
+/// Writes a tar archive of `files` (name, bytes) at `path`.
+fn write_archive(path: &std::path::Path, files: &[(&str, &[u8])]) -> TestResult {
+    let mut outer = tar::Builder::new(Vec::new());
+    for (name, bytes) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        outer.append_data(&mut h, name, *bytes)?;
+    }
+    std::fs::write(path, outer.into_inner()?)?;
+    Ok(())
+}
+
 #[test]
 fn docker_archive_loads() -> TestResult {
     let wasm = example_wasm("hello.wasm")?;
@@ -504,20 +517,16 @@ fn docker_archive_loads() -> TestResult {
         digest::of(&layer)
     );
     let manifest = r#"[{"Config":"abc.json","RepoTags":["dock:1"],"Layers":["l1/layer.tar"]}]"#;
-    let mut outer = tar::Builder::new(Vec::new());
-    for (name, bytes) in [
-        ("manifest.json", manifest.as_bytes()),
-        ("abc.json", config.as_bytes()),
-        ("l1/layer.tar", layer.as_slice()),
-    ] {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        outer.append_data(&mut h, name, bytes)?;
-    }
     let (dir, store) = store()?;
     let path = dir.path().join("docker.tar");
-    std::fs::write(&path, outer.into_inner()?)?;
+    write_archive(
+        &path,
+        &[
+            ("manifest.json", manifest.as_bytes()),
+            ("abc.json", config.as_bytes()),
+            ("l1/layer.tar", layer.as_slice()),
+        ],
+    )?;
     let loaded = archive::load(&store, &path)?;
     assert_eq!(loaded.images.len(), 1);
     let rc = image::run_config(&store, "dock:1")?;
@@ -534,19 +543,15 @@ fn docker_archive_loads() -> TestResult {
 fn archive_metadata_files_are_bounded() -> TestResult {
     let huge = vec![b' '; usize::try_from(archive::MAX_METADATA_BYTES)? + 1];
     let manifest = r#"[{"Config":"huge.json","RepoTags":["dock:1"],"Layers":[]}]"#;
-    let mut outer = tar::Builder::new(Vec::new());
-    for (name, bytes) in [
-        ("manifest.json", manifest.as_bytes()),
-        ("huge.json", huge.as_slice()),
-    ] {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        outer.append_data(&mut h, name, bytes)?;
-    }
     let (dir, store) = store()?;
     let path = dir.path().join("docker.tar");
-    std::fs::write(&path, outer.into_inner()?)?;
+    write_archive(
+        &path,
+        &[
+            ("manifest.json", manifest.as_bytes()),
+            ("huge.json", huge.as_slice()),
+        ],
+    )?;
     let error = archive::load(&store, &path).expect_err("a 4 MiB + 1 config is refused");
     let message = error.to_string();
     assert!(

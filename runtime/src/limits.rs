@@ -305,7 +305,25 @@ impl CpuMeter {
     }
 }
 
-/// The CPU time the current thread has used.
+/// The CPU time the current thread has used (`None` where the platform
+/// has no such clock, e.g. Windows: the caller uses wall time).
+fn thread_cpu_time() -> Option<Duration> {
+    cpu_clock(CpuClockId::Thread)
+}
+
+/// The CPU time every thread of this process has used (`None` where the
+/// platform has no such clock: meters then charge the sandbox's own polls).
+fn process_cpu_time() -> Option<Duration> {
+    cpu_clock(CpuClockId::Process)
+}
+
+/// Which CPU clock to read.
+#[derive(Clone, Copy)]
+enum CpuClockId {
+    Thread,
+    Process,
+}
+
 #[cfg(any(
     target_os = "linux",
     target_os = "android",
@@ -313,31 +331,18 @@ impl CpuMeter {
     target_os = "ios",
     target_os = "freebsd"
 ))]
-fn thread_cpu_time() -> Option<Duration> {
-    let time = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+fn cpu_clock(id: CpuClockId) -> Option<Duration> {
+    use rustix::time::{ClockId, clock_gettime};
+    let time = clock_gettime(match id {
+        CpuClockId::Thread => ClockId::ThreadCPUTime,
+        CpuClockId::Process => ClockId::ProcessCPUTime,
+    });
     Some(Duration::new(
         u64::try_from(time.tv_sec).ok()?,
         u32::try_from(time.tv_nsec).ok()?,
     ))
 }
 
-/// The CPU time every thread of this process has used.
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd"
-))]
-fn process_cpu_time() -> Option<Duration> {
-    let time = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    Some(Duration::new(
-        u64::try_from(time.tv_sec).ok()?,
-        u32::try_from(time.tv_nsec).ok()?,
-    ))
-}
-
-/// No process CPU clock here: meters charge the sandbox's own polls.
 #[cfg(not(any(
     target_os = "linux",
     target_os = "android",
@@ -345,19 +350,7 @@ fn process_cpu_time() -> Option<Duration> {
     target_os = "ios",
     target_os = "freebsd"
 )))]
-fn process_cpu_time() -> Option<Duration> {
-    None
-}
-
-/// No thread CPU clock here (Windows, others): the caller uses wall time.
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd"
-)))]
-fn thread_cpu_time() -> Option<Duration> {
+fn cpu_clock(_id: CpuClockId) -> Option<Duration> {
     None
 }
 
