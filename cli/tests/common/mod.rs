@@ -172,12 +172,27 @@ pub fn held_port() -> (TcpListener, u16) {
     (holder, port)
 }
 
-/// A TCP port on 127.0.0.1 that nothing listens on right now.
+/// A TCP port on 127.0.0.1 that nothing listens on right now, and that
+/// no other test of this binary was given: the kernel may hand a port it
+/// just released to the next `bind(0)`, and two tests running in parallel
+/// must never start servers on one port (the second one's readiness probe
+/// would reach the first one's server).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("free port")
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("free port");
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no port that was not given out already in 100 tries");
 }
 
 /// How long a served app may take to start listening.
