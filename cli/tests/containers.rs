@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Berth, Run, example, free_port, held_port};
+use common::{Berth, Run, entries_under, example, free_port, held_port};
 
 fn path(relative: &str) -> String {
     example(relative).display().to_string()
@@ -443,19 +443,14 @@ fn ps_shows_what_an_image_runs() {
 /// Every directory and file under `root` (itself included), with its mode.
 fn modes_under(root: &std::path::Path) -> Vec<(PathBuf, bool, u32)> {
     use std::os::unix::fs::PermissionsExt;
-    let mut found = Vec::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(path) = pending.pop() {
-        let meta = std::fs::symlink_metadata(&path).expect("metadata");
-        let mode = meta.permissions().mode() & 0o7777;
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(&path).expect("read_dir") {
-                pending.push(entry.expect("entry").path());
-            }
-        }
-        found.push((path, meta.is_dir(), mode));
-    }
-    found
+    std::iter::once(root.to_path_buf())
+        .chain(entries_under(root))
+        .map(|path| {
+            let meta = std::fs::symlink_metadata(&path).expect("metadata");
+            let mode = meta.permissions().mode() & 0o7777;
+            (path, meta.is_dir(), mode)
+        })
+        .collect()
 }
 
 /// The command lines of every process this test can see.

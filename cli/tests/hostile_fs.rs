@@ -16,7 +16,7 @@ use berth_registry::image::{
     Descriptor, MEDIA_CONFIG, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_MANIFEST, Manifest,
 };
 use berth_registry::{Reference, Store, digest};
-use common::{Berth, example};
+use common::{Berth, entries_under, example};
 use registry_support::Registry;
 
 fn path(relative: &str) -> String {
@@ -189,25 +189,15 @@ fn archive_of(image: &ImageSpec<'_>, dir: &Path) -> PathBuf {
 /// Every name under the unpacked-rootfs cache, recursively, relative to it.
 fn rootfs_cache_entries(berth: &Berth) -> Vec<String> {
     let root = berth.home.path().join("rootfs");
-    let mut found = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            found.push(
-                path.strip_prefix(&root)
-                    .expect("under the cache")
-                    .display()
-                    .to_string(),
-            );
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(path);
-            }
-        }
-    }
+    let mut found: Vec<String> = entries_under(&root)
+        .iter()
+        .map(|path| {
+            path.strip_prefix(&root)
+                .expect("under the cache")
+                .display()
+                .to_string()
+        })
+        .collect();
     found.sort();
     found
 }

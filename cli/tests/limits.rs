@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Berth, example};
+use common::{Berth, entries_under, example};
 
 /// A WASI command component (it exports `wasi:cli/run`) whose run does
 /// nothing, after instantiating `instances` copies of a core module that
@@ -138,22 +138,10 @@ fn compile_bomb(depth: usize, locals: usize) -> String {
 
 /// Every file under `dir` (empty if it does not exist).
 fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found
+    entries_under(dir)
+        .into_iter()
+        .filter(|path| !path.is_dir())
+        .collect()
 }
 
 #[test]

@@ -172,6 +172,26 @@ pub fn held_port() -> (TcpListener, u16) {
     (holder, port)
 }
 
+/// Every file and directory below `root` (not `root` itself), without
+/// following symlinks; empty if `root` does not exist.
+pub fn entries_under(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                pending.push(path.clone());
+            }
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// A TCP port on 127.0.0.1 that nothing listens on right now, and that
 /// no other test of this binary was given: the kernel may hand a port it
 /// just released to the next `bind(0)`, and two tests running in parallel
