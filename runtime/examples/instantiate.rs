@@ -6,16 +6,17 @@
 
 use std::time::{Duration, Instant};
 
-use berth_runtime::{CompileCache, Output, SandboxSpec, program, run, shared_engine};
+use berth_runtime::{CompileCache, EngineChoice, Output, Runtime, RuntimeConfig, SandboxSpec};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let file = args.next().ok_or("usage: instantiate FILE [N]")?;
     let iterations: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(2000);
-    let engine = shared_engine()?;
     let cache_dir = tempfile::tempdir()?;
-    let cache = CompileCache::new(cache_dir.path());
-    let program = program::load_file(engine, std::path::Path::new(&file), Some(&cache))?;
+    let berth = Runtime::new(RuntimeConfig {
+        compile_cache: Some(CompileCache::new(cache_dir.path())),
+    });
+    let program = berth.load(&std::fs::read(&file)?, &file, EngineChoice::Command)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -28,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..SandboxSpec::default()
         };
         let started = Instant::now();
-        let status = runtime.block_on(run(engine, &program, spec))?;
+        let status = runtime.block_on(berth.run(&program, spec))?;
         let elapsed = started.elapsed();
         if status.code != 0 {
             return Err(format!("guest exited {}", status.code).into());

@@ -35,7 +35,7 @@ use wasmtime::component::Component;
 
 use crate::RuntimeError;
 use crate::compile::{ChildFailure, CompileIsolation, compile_in_child};
-use crate::program::{Code, Program, WasmKind, compile};
+use crate::program::{Code, WasmKind, compile};
 
 const ENTRY_MAGIC: &[u8; 8] = b"BERTHCW1";
 const HEADER_LEN: usize = ENTRY_MAGIC.len() + 32;
@@ -111,25 +111,25 @@ impl CompileCache {
     }
 
     /// Loads `binary` from the cache, or compiles and stores it.
-    pub fn load_or_compile(
+    pub(crate) fn load_or_compile(
         &self,
         engine: &Engine,
         binary: &[u8],
         kind: WasmKind,
         origin: &str,
-    ) -> Result<Program, RuntimeError> {
+    ) -> Result<Code, RuntimeError> {
         self.load_or_compile_with_outcome(engine, binary, kind, origin)
             .map(|(program, _)| program)
     }
 
     /// As [`CompileCache::load_or_compile`], also saying whether it hit.
-    pub fn load_or_compile_with_outcome(
+    pub(crate) fn load_or_compile_with_outcome(
         &self,
         engine: &Engine,
         binary: &[u8],
         kind: WasmKind,
         origin: &str,
-    ) -> Result<(Program, CacheOutcome), RuntimeError> {
+    ) -> Result<(Code, CacheOutcome), RuntimeError> {
         if let Some(reason) = distrust_dir(&self.dir) {
             if !self.warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
@@ -148,9 +148,8 @@ impl CompileCache {
                 verified_payload(&entry).and_then(|payload| deserialize(engine, payload, kind))
             }) {
                 Ok(code) => {
-                    let program = Program::new(code, binary);
                     tracing::debug!(path = %path.display(), "compile cache hit");
-                    return Ok((program, CacheOutcome::Hit));
+                    return Ok((code, CacheOutcome::Hit));
                 }
                 Err(reason) => {
                     tracing::warn!(path = %path.display(), %reason, "discarding invalid compile cache entry");
@@ -184,15 +183,15 @@ impl CompileCache {
         binary: &[u8],
         kind: WasmKind,
         origin: &str,
-    ) -> Result<(Program, wasmtime::Result<Vec<u8>>), RuntimeError> {
+    ) -> Result<(Code, wasmtime::Result<Vec<u8>>), RuntimeError> {
         Ok(match &self.isolation {
             CompileIsolation::InProcess => {
-                let program = compile(engine, binary, kind, origin)?;
-                let serialized = match program.code() {
+                let code = compile(engine, binary, kind, origin)?;
+                let serialized = match &code {
                     Code::Module(module) => module.serialize(),
                     Code::Component(component) => component.serialize(),
                 };
-                (program, serialized)
+                (code, serialized)
             }
             CompileIsolation::Child(child) => {
                 let payload = match compile_in_child(child, binary, kind, origin) {
@@ -218,7 +217,7 @@ impl CompileCache {
                         reason,
                     }
                 })?;
-                (Program::new(code, binary), Ok(payload))
+                (code, Ok(payload))
             }
         })
     }

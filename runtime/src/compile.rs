@@ -194,7 +194,7 @@ pub(crate) fn compile_in_child(
             origin: origin.to_owned(),
             limit: format!(
                 "compile time limit of {}",
-                crate::sandbox::humanize(limits.deadline)
+                crate::handle::humanize(limits.deadline)
             ),
         }));
     };

@@ -1,22 +1,20 @@
-//! The process-wide wasmtime [`Engine`] and its epoch clock.
+//! wasmtime engines and the epoch clock that preempts their guests.
 //!
-//! One engine per process: compiled code, type registries and the signal
-//! handlers are shared by every sandbox. Epoch interruption is always on so
-//! that CPU quotas and timeouts can preempt a guest at any loop back-edge;
-//! the epoch advances every [`EPOCH_TICK`] on a single background thread that
-//! is started the first time a sandbox needs it and never stopped.
+//! Engines are plain values owned by a [`crate::Runtime`]: this module only
+//! knows how to configure them. Epoch interruption is always on, so that
+//! CPU quotas, timeouts and kills can stop a guest at any loop back-edge;
+//! an [`EpochClock`] advances the epoch of every engine of its runtime every
+//! [`EPOCH_TICK`], on one thread that sleeps while no sandbox runs and ends
+//! with the runtime.
 
-use std::sync::{Once, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, OptLevel};
 
-/// How often the epoch advances. CPU throttling and timeouts act at this
-/// granularity: a busy guest runs at most this long between checks.
+/// How often the epoch advances. CPU throttling, timeouts and kills act at
+/// this granularity: a busy guest runs at most this long between checks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
-
-static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
-static TICKER: Once = Once::new();
 
 /// The wasmtime configuration every berth sandbox uses.
 ///
@@ -36,32 +34,10 @@ pub fn engine_config() -> Config {
     config
 }
 
-/// Returns the shared engine, creating it on first use.
-pub fn shared_engine() -> Result<&'static Engine, crate::RuntimeError> {
-    ENGINE
-        .get_or_init(|| Engine::new(&engine_config()).map_err(|e| format!("{e:#}")))
-        .as_ref()
-        .map_err(|reason| crate::RuntimeError::Engine(reason.clone()))
-}
-
-/// Starts the epoch ticker thread for `engine` if it is not running yet.
-///
-/// Only needed by sandboxes with a CPU quota or a timeout; a guest without
-/// either never looks at the epoch.
-pub(crate) fn ensure_epoch_ticker(engine: &'static Engine) {
-    TICKER.call_once(|| {
-        let spawned = std::thread::Builder::new()
-            .name("berth-epoch".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            });
-        if let Err(error) = spawned {
-            tracing::error!(%error, "could not start the epoch thread; CPU quotas and timeouts will not preempt guests");
-        }
-    });
+/// An engine with on-demand allocation: for commands, which start one
+/// instance each and should not pay for reserving a pool.
+pub(crate) fn command_engine() -> Result<Engine, crate::RuntimeError> {
+    Engine::new(&engine_config()).map_err(|error| crate::RuntimeError::Engine(format!("{error:#}")))
 }
 
 /// Bytes of each pooled linear memory kept resident (reset in place rather
@@ -74,13 +50,21 @@ const KEEP_RESIDENT_MEMORY: usize = 1 << 20;
 /// Bytes of each pooled table kept resident between instances.
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
-/// Sizing of the serving engine's instance pool.
-#[derive(Debug, Clone, Copy)]
+/// Sizing of a serving engine's instance pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PoolSizing {
     /// Requests that may hold an instance at once.
     pub concurrent_instances: u32,
     /// The largest linear memory one instance may have.
     pub max_memory_bytes: u64,
+}
+
+impl PoolSizing {
+    /// Whether a pool of this sizing also serves `other`.
+    pub fn covers(&self, other: &PoolSizing) -> bool {
+        self.concurrent_instances >= other.concurrent_instances
+            && self.max_memory_bytes >= other.max_memory_bytes
+    }
 }
 
 /// An engine for serving: the pooling allocator makes instantiation a
@@ -90,11 +74,7 @@ pub struct PoolSizing {
 /// The pool reserves address space up front. If this machine cannot give
 /// it (small machines, 39-bit address spaces, `ulimit -v`), berth logs why
 /// and falls back to on-demand allocation instead of refusing to start.
-pub fn serving_engine(sizing: PoolSizing) -> Result<&'static Engine, crate::RuntimeError> {
-    static SERVING: OnceLock<&'static Engine> = OnceLock::new();
-    if let Some(engine) = SERVING.get() {
-        return Ok(engine);
-    }
+pub(crate) fn serving_engine(sizing: PoolSizing) -> Result<Engine, crate::RuntimeError> {
     let instances = sizing.concurrent_instances.clamp(1, 10_000);
     // Components are made of several core instances (the program, its libc
     // adapter, shims), each with a memory or table or two.
@@ -117,16 +97,120 @@ pub fn serving_engine(sizing: PoolSizing) -> Result<&'static Engine, crate::Runt
         .pagemap_scan(wasmtime::Enabled::Auto);
     let mut config = engine_config();
     config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-    let engine: &'static Engine = match Engine::new(&config) {
-        Ok(engine) => Box::leak(Box::new(engine)),
+    match Engine::new(&config) {
+        Ok(engine) => Ok(engine),
         Err(error) => {
             tracing::warn!(
                 error = format!("{error:#}"),
                 instances,
                 "cannot reserve the instance pool; falling back to on-demand allocation"
             );
-            shared_engine()?
+            command_engine()
         }
-    };
-    Ok(SERVING.get_or_init(|| engine))
+    }
+}
+
+/// Advances the epoch of a set of engines every [`EPOCH_TICK`] while any
+/// sandbox uses it ([`EpochClock::hold`]). Its thread starts on first use
+/// and ends when the clock is dropped.
+pub(crate) struct EpochClock {
+    shared: Arc<ClockShared>,
+}
+
+struct ClockShared {
+    state: Mutex<ClockState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct ClockState {
+    engines: Vec<Engine>,
+    /// Sandboxes (or servers) running now.
+    users: usize,
+    started: bool,
+    stopped: bool,
+}
+
+fn lock(shared: &ClockShared) -> MutexGuard<'_, ClockState> {
+    shared.state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl EpochClock {
+    pub(crate) fn new() -> Self {
+        EpochClock {
+            shared: Arc::new(ClockShared {
+                state: Mutex::new(ClockState::default()),
+                wake: Condvar::new(),
+            }),
+        }
+    }
+
+    /// Adds `engine` to the engines this clock advances.
+    pub(crate) fn add(&self, engine: &Engine) {
+        lock(&self.shared).engines.push(engine.clone());
+    }
+
+    /// Keeps the clock ticking until the returned guard is dropped.
+    pub(crate) fn hold(&self) -> ClockHold {
+        let mut state = lock(&self.shared);
+        state.users += 1;
+        if !state.started {
+            state.started = true;
+            let shared = self.shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name("berth-epoch".into())
+                .spawn(move || tick(&shared));
+            if let Err(error) = spawned {
+                tracing::error!(%error, "could not start the epoch thread; CPU quotas, timeouts and kills will not preempt guests");
+            }
+        }
+        drop(state);
+        self.shared.wake.notify_all();
+        ClockHold {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for EpochClock {
+    fn drop(&mut self) {
+        lock(&self.shared).stopped = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+/// The clock thread: tick while someone holds the clock, sleep otherwise.
+fn tick(shared: &ClockShared) {
+    let mut state = lock(shared);
+    loop {
+        while state.users == 0 && !state.stopped {
+            state = shared
+                .wake
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if state.stopped {
+            // The engines are released with the state's last reference.
+            state.engines.clear();
+            return;
+        }
+        drop(state);
+        std::thread::sleep(EPOCH_TICK);
+        state = lock(shared);
+        for engine in &state.engines {
+            engine.increment_epoch();
+        }
+    }
+}
+
+/// Keeps an [`EpochClock`] ticking while it lives.
+pub(crate) struct ClockHold {
+    shared: Arc<ClockShared>,
+}
+
+impl Drop for ClockHold {
+    fn drop(&mut self) {
+        let mut state = lock(&self.shared);
+        state.users = state.users.saturating_sub(1);
+    }
 }

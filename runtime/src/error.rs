@@ -97,6 +97,9 @@ pub enum RuntimeError {
         /// What went wrong.
         reason: String,
     },
+    /// A sandbox was started outside a tokio runtime.
+    #[error("sandboxes must be started from within a tokio runtime")]
+    NoAsyncRuntime,
     /// Linking the program against WASI failed (e.g. an unknown import).
     #[error("cannot start {origin}: {reason}")]
     Link {

@@ -1,20 +1,27 @@
-//! Serving wasi:http/proxy components: a hyper HTTP/1.1 and h2c server on a
-//! host port that runs a fresh instance of the component for every request.
+//! Serving wasi:http/proxy components, in two parts:
 //!
-//! The component is linked once ([`ProxyPre`]); each request gets its own
+//! - an [`HttpHandler`] turns one request into a response by running a fresh
+//!   instance of the component, with no socket of its own, so that anything
+//!   that holds requests (a listener, a Service, a shim) can route to it;
+//! - an [`HttpListener`] is a hyper HTTP/1.1 and h2c server on a host port
+//!   that hands its requests to a handler, started as a [`SandboxHandle`]:
+//!   a graceful kill stops accepting, closes idle keep-alive connections and
+//!   drains the requests in flight within the grace period.
+//!
+//! The component is linked once per program; each request gets its own
 //! store with the per-request memory limit, CPU quota and a deadline, so one
 //! request's trap, OOM or runaway loop never affects another or the server.
 //! Components built by ordinary toolchains also import `wasi:cli` (env,
 //! stdio, exit) and `wasi:filesystem`: the full WASI p2 set is linked, with
-//! env and mounts from the [`ServeConfig`] and stdout/stderr to the host's,
-//! so such components run unchanged. Outgoing HTTP is denied unless the
-//! authority is in [`ServeConfig::allow_outbound`].
+//! env, mounts and stdio from the [`HandlerConfig`], so such components run
+//! unchanged. Outgoing HTTP is denied unless the authority is in
+//! [`HandlerConfig::allow_outbound`].
 //!
 //! Clients cannot hold the server's sockets hostage: a connection must send
-//! its first request header within [`ServeConfig::header_timeout`] (an
+//! its first request header within [`ListenerConfig::header_timeout`] (an
 //! HTTP/1.1 connection every request header), one with no request in
-//! progress for [`ServeConfig::idle_timeout`] is closed, and past
-//! [`ServeConfig::max_connections`] open connections new ones are refused
+//! progress for [`ListenerConfig::idle_timeout`] is closed, and past
+//! [`ListenerConfig::max_connections`] open connections new ones are refused
 //! while the open ones are served on.
 
 use std::convert::Infallible;
@@ -25,8 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use wasmtime::component::{Component, ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::io::TokioIo;
@@ -37,13 +43,16 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 pub use crate::net::OutboundRule;
 
-use crate::RuntimeError;
-use crate::limits::Limits;
+use crate::engine::ClockHold;
+use crate::handle::{ExitReason, ExitStatus, KillMode, SandboxHandle, killed};
+use crate::limits::{Limits, Usage};
 use crate::net::NetError;
 use crate::program::Program;
 use crate::quantity::format_bytes;
 use crate::sandbox::{GuestState, grant_mounts, new_store};
 use crate::spec::Mount;
+use crate::stdio::{Output, SharedOutput, Stream};
+use crate::{Runtime, RuntimeError};
 
 /// How long a new connection may take to send its first request header (and
 /// an HTTP/1.1 connection each request header): nginx's
@@ -80,7 +89,7 @@ pub fn default_max_connections(fd_limit: Option<u64>) -> usize {
 const REFUSED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 39\r\nconnection: close\r\n\r\nserver busy: too many open connections\n";
 
 /// The export that marks a component as a wasi:http proxy.
-const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+pub(crate) const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 
 /// Whether `bytes` are a component exporting `wasi:http/incoming-handler`,
 /// told from its export names without compiling it (so the caller can pick
@@ -89,19 +98,9 @@ pub fn exports_http_handler(bytes: &[u8]) -> bool {
     crate::program::component_exports(bytes, INCOMING_HANDLER)
 }
 
-/// Whether `component` exports `wasi:http/incoming-handler` (any 0.2.x).
-pub fn is_http_proxy(engine: &Engine, component: &Component) -> bool {
-    component
-        .component_type()
-        .exports(engine)
-        .any(|(name, _)| name.starts_with(INCOMING_HANDLER))
-}
-
-/// How to serve a component.
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    /// Where to listen.
-    pub listen: SocketAddr,
+/// How a handler runs each request's instance.
+#[derive(Debug)]
+pub struct HandlerConfig {
     /// Per-request limits (memory, CPU). `timeout` is ignored: see
     /// `request_timeout`.
     pub limits: Limits,
@@ -116,6 +115,17 @@ pub struct ServeConfig {
     pub mounts: Vec<Mount>,
     /// Hosts the guest may call.
     pub allow_outbound: Vec<OutboundRule>,
+    /// Where every instance's stdout goes.
+    pub stdout: Output,
+    /// Where every instance's stderr goes.
+    pub stderr: Output,
+}
+
+/// How a listener accepts and keeps connections.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
     /// How long a graceful stop waits for in-flight requests.
     pub grace_period: Duration,
     /// A new connection must send its first request header within this,
@@ -130,7 +140,7 @@ pub struct ServeConfig {
 }
 
 /// Per-request WASI and HTTP state.
-pub(crate) struct HttpState {
+pub struct HttpState {
     ctx: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
@@ -210,215 +220,252 @@ pub const MAX_REQUEST_RESOURCES: usize = 1024;
 /// 128 KiB; proxies commonly cap request headers at 8 to 16 KiB.
 pub const MAX_FIELDS_BYTES: usize = 64 << 10;
 
-/// A running server's shared state.
-struct Server {
-    engine: &'static Engine,
+/// Runs each request it is given in a fresh instance of one component.
+/// Cheap to clone; clones share the concurrency limit and counts.
+#[derive(Clone)]
+pub struct HttpHandler {
+    inner: Arc<HandlerInner>,
+}
+
+struct HandlerInner {
+    engine: Engine,
     pre: ProxyPre<GuestState<HttpState>>,
     /// Host bytes each request's instances take, charged to its limit.
     footprint: u64,
-    config: ServeConfig,
+    limits: Limits,
+    request_timeout: Duration,
+    env: Vec<(String, String)>,
+    mounts: Vec<Mount>,
     allow: Arc<Vec<OutboundRule>>,
+    stdout: SharedOutput,
+    stderr: SharedOutput,
     permits: tokio::sync::Semaphore,
     in_flight: AtomicUsize,
     drained: tokio::sync::Notify,
+    usage: Arc<Usage>,
+    /// Keeps the runtime's epoch clock (request deadlines, quotas) going.
+    _clock: ClockHold,
+    _program: Program,
+    _runtime: Runtime,
 }
 
-/// Links `component` for serving; fails if it is not a wasi:http proxy or
-/// imports something berth does not provide.
-fn prepare(
-    engine: &'static Engine,
-    component: &Component,
-    origin: &str,
-) -> Result<ProxyPre<GuestState<HttpState>>, RuntimeError> {
-    let link_error = |error: wasmtime::Error| RuntimeError::link(origin, &error);
-    let mut linker = wasmtime::component::Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link_error)?;
-    let pre = linker.instantiate_pre(component).map_err(link_error)?;
-    ProxyPre::new(pre).map_err(|error| RuntimeError::Entrypoint {
-        origin: origin.to_owned(),
-        reason: format!("does not export wasi:http/incoming-handler: {error:#}"),
-    })
+impl Runtime {
+    /// A handler that serves requests with `program`, a wasi:http proxy
+    /// component; `origin` names it in messages.
+    ///
+    /// Must be called within a tokio runtime when stdout or stderr is a
+    /// file or writer (their writer task starts here).
+    pub fn http_handler(
+        &self,
+        program: &Program,
+        origin: &str,
+        config: HandlerConfig,
+    ) -> Result<HttpHandler, RuntimeError> {
+        let pre = program.proxy_pre(origin)?;
+        let footprint = program.footprint().bytes;
+        if let Some(limit) = config.limits.memory_bytes
+            && footprint > limit
+        {
+            return Err(RuntimeError::Entrypoint {
+                origin: origin.to_owned(),
+                reason: format!(
+                    "needs about {} of host memory for its instances, over the memory limit of {} per request",
+                    format_bytes(footprint),
+                    format_bytes(limit)
+                ),
+            });
+        }
+        Ok(HttpHandler {
+            inner: Arc::new(HandlerInner {
+                engine: program.inner.slot.engine.clone(),
+                pre,
+                footprint,
+                limits: config.limits,
+                request_timeout: config.request_timeout,
+                // Merged once here rather than per request.
+                env: crate::spec::merge_env(&config.env),
+                mounts: config.mounts,
+                allow: Arc::new(config.allow_outbound),
+                stdout: config.stdout.into_shared(),
+                stderr: config.stderr.into_shared(),
+                permits: tokio::sync::Semaphore::new(config.max_concurrency.max(1)),
+                in_flight: AtomicUsize::new(0),
+                drained: tokio::sync::Notify::new(),
+                usage: Arc::new(Usage::default()),
+                _clock: self.hold_clock(),
+                _program: program.clone(),
+                _runtime: self.clone(),
+            }),
+        })
+    }
 }
 
-/// Why `serve` could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The component cannot be served.
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    /// The listening socket could not be opened (e.g. the port is in use).
-    #[error(transparent)]
-    Listen(#[from] NetError),
-}
-
-/// A bound server, ready to run.
-pub struct Listening {
-    server: Arc<Server>,
+/// A bound listening socket, ready to serve a handler.
+pub struct HttpListener {
     listener: tokio::net::TcpListener,
+    config: ListenerConfig,
 }
 
-impl Listening {
+impl HttpListener {
+    /// Binds `config.listen`.
+    pub async fn bind(mut config: ListenerConfig) -> Result<Self, NetError> {
+        // Deadlines are computed by adding to the clock, which must not
+        // overflow: a year is as good as never.
+        config.header_timeout = config.header_timeout.min(LONGEST_TIMEOUT);
+        config.idle_timeout = config.idle_timeout.min(LONGEST_TIMEOUT);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|error| NetError::listen(config.listen, &error))?;
+        Ok(HttpListener { listener, config })
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and waits up
-    /// to the grace period for in-flight requests.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Listening { server, listener } = self;
-        // HTTP/1.1, and HTTP/2 over cleartext for clients that open with
-        // the HTTP/2 preface (h2c with prior knowledge).
-        let mut protocols =
-            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-        protocols
-            .http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(server.config.header_timeout);
-        let protocols = Arc::new(protocols);
-        let connections = Arc::new(tokio::sync::Semaphore::new(
-            server.config.max_connections.max(1),
-        ));
-        // Counts of the current burst of refusals and accept failures, so
-        // that each burst is logged once rather than once per connection.
-        let mut refused = 0u64;
-        let mut accept_failures = 0u32;
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                // The client gave up before we took its connection.
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        std::io::ErrorKind::ConnectionAborted
-                            | std::io::ErrorKind::ConnectionReset
-                            | std::io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue;
-                }
-                Err(error) => {
-                    // Out of file descriptors (EMFILE) or memory: the
-                    // connection stays queued and the listener readable, so
-                    // retrying at once would spin. Back off, up to 1.28 s,
-                    // until accepting works again.
-                    if accept_failures == 0 {
-                        tracing::warn!(%error, "cannot accept connections; retrying with back-off");
-                    }
-                    accept_failures = accept_failures.saturating_add(1);
-                    let pause = Duration::from_millis(10 << accept_failures.min(7));
-                    tokio::select! {
-                        _ = &mut shutdown => break,
-                        () = tokio::time::sleep(pause) => continue,
-                    }
-                }
-            };
-            if accept_failures > 0 {
-                tracing::info!(failures = accept_failures, "accepting connections again");
-                accept_failures = 0;
-            }
-            let Ok(permit) = connections.clone().try_acquire_owned() else {
-                if refused == 0 {
-                    tracing::warn!(
-                        max_connections = server.config.max_connections,
-                        "connection limit reached; refusing new connections until some close"
-                    );
-                }
-                refused += 1;
-                // Best effort, without waiting: the client learns why.
-                let _ = stream.try_write(REFUSED_RESPONSE);
-                continue;
-            };
-            if refused > 0 {
-                tracing::info!(refused, "below the connection limit again");
-                refused = 0;
-            }
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(
-                server
-                    .clone()
-                    .serve_connection(protocols.clone(), stream, peer, permit),
-            );
-        }
-        drop(listener);
-        let grace = server.config.grace_period;
-        let wait = async {
-            while server.in_flight.load(Ordering::SeqCst) > 0 {
-                let notified = server.drained.notified();
-                if server.in_flight.load(Ordering::SeqCst) == 0 {
-                    break;
-                }
-                notified.await;
-            }
-        };
-        if tokio::time::timeout(grace, wait).await.is_err() {
-            tracing::warn!(
-                in_flight = server.in_flight.load(Ordering::SeqCst),
-                "grace period over; stopping with requests still in flight"
-            );
-        }
+    /// Serves `handler` on this socket, as a task of the current tokio
+    /// runtime, until the returned handle is killed: gracefully, it stops
+    /// accepting, closes idle connections and waits up to the grace period
+    /// for requests in flight (exit 0); immediately, it drops every
+    /// connection at once (exit 137).
+    pub fn serve(self, handler: HttpHandler) -> SandboxHandle {
+        let (handle, task) = SandboxHandle::pair(handler.inner.usage.clone(), None);
+        tokio::spawn(async move {
+            let mut kill = task.kill.clone();
+            let status = accept_loop(self, handler, &mut kill).await;
+            task.finish(status);
+        });
+        handle
     }
 }
 
-/// Links the component and binds the port.
-pub async fn bind(
-    engine: &'static Engine,
-    program: &Program,
-    origin: &str,
-    mut config: ServeConfig,
-) -> Result<Listening, ServeError> {
-    let Some(component) = program.component() else {
-        return Err(RuntimeError::Entrypoint {
-            origin: origin.to_owned(),
-            reason: "is a core module; only components can serve wasi:http".into(),
+/// Accepts connections until a kill, then stops as the kill says.
+async fn accept_loop(
+    listening: HttpListener,
+    handler: HttpHandler,
+    kill: &mut tokio::sync::watch::Receiver<Option<KillMode>>,
+) -> ExitStatus {
+    let HttpListener { listener, config } = listening;
+    let config = Arc::new(config);
+    // HTTP/1.1, and HTTP/2 over cleartext for clients that open with
+    // the HTTP/2 preface (h2c with prior knowledge).
+    let mut protocols =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    protocols
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(config.header_timeout);
+    let protocols = Arc::new(protocols);
+    let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+    // Tells every connection that the server is stopping.
+    let (closing, _) = tokio::sync::watch::channel(false);
+    let mut open = tokio::task::JoinSet::new();
+    // Counts of the current burst of refusals and accept failures, so
+    // that each burst is logged once rather than once per connection.
+    let mut refused = 0u64;
+    let mut accept_failures = 0u32;
+    let mode = loop {
+        while open.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            mode = killed(kill) => break mode,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            // The client gave up before we took its connection.
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(error) => {
+                // Out of file descriptors (EMFILE) or memory: the
+                // connection stays queued and the listener readable, so
+                // retrying at once would spin. Back off, up to 1.28 s,
+                // until accepting works again.
+                if accept_failures == 0 {
+                    tracing::warn!(%error, "cannot accept connections; retrying with back-off");
+                }
+                accept_failures = accept_failures.saturating_add(1);
+                let pause = Duration::from_millis(10 << accept_failures.min(7));
+                tokio::select! {
+                    mode = killed(kill) => break mode,
+                    () = tokio::time::sleep(pause) => continue,
+                }
+            }
+        };
+        if accept_failures > 0 {
+            tracing::info!(failures = accept_failures, "accepting connections again");
+            accept_failures = 0;
         }
-        .into());
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            if refused == 0 {
+                tracing::warn!(
+                    max_connections = config.max_connections,
+                    "connection limit reached; refusing new connections until some close"
+                );
+            }
+            refused += 1;
+            // Best effort, without waiting: the client learns why.
+            let _ = stream.try_write(REFUSED_RESPONSE);
+            continue;
+        };
+        if refused > 0 {
+            tracing::info!(refused, "below the connection limit again");
+            refused = 0;
+        }
+        let _ = stream.set_nodelay(true);
+        open.spawn(serve_connection(
+            handler.clone(),
+            config.clone(),
+            protocols.clone(),
+            stream,
+            peer,
+            permit,
+            closing.subscribe(),
+        ));
     };
-    let pre = prepare(engine, component, origin)?;
-    let footprint = program.footprint().bytes;
-    if let Some(limit) = config.limits.memory_bytes
-        && footprint > limit
-    {
-        return Err(RuntimeError::Entrypoint {
-            origin: origin.to_owned(),
-            reason: format!(
-                "needs about {} of host memory for its instances, over the memory limit of {} per request",
-                format_bytes(footprint),
-                format_bytes(limit)
-            ),
-        }
-        .into());
+    drop(listener);
+    if mode == KillMode::Immediate {
+        open.abort_all();
+        return ExitStatus {
+            code: crate::handle::EXIT_KILLED,
+            reason: ExitReason::Killed { mode },
+            returned: Vec::new(),
+            throttled: Duration::ZERO,
+        };
     }
-    // Merged once here rather than per request.
-    config.env = crate::spec::merge_env(&config.env);
-    // Deadlines are computed by adding to the clock, which must not
-    // overflow: a year is as good as never.
-    config.header_timeout = config.header_timeout.min(LONGEST_TIMEOUT);
-    config.idle_timeout = config.idle_timeout.min(LONGEST_TIMEOUT);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|error| NetError::listen(config.listen, &error))?;
-    let permits = tokio::sync::Semaphore::new(config.max_concurrency.max(1));
-    let allow = Arc::new(config.allow_outbound.clone());
-    Ok(Listening {
-        server: Arc::new(Server {
-            engine,
-            pre,
-            footprint,
-            config,
-            allow,
-            permits,
-            in_flight: AtomicUsize::new(0),
-            drained: tokio::sync::Notify::new(),
-        }),
-        listener,
-    })
+    // Idle connections close now; busy ones once their response is out.
+    closing.send_replace(true);
+    let inner = &handler.inner;
+    let drain = async {
+        while inner.in_flight.load(Ordering::SeqCst) > 0 {
+            let notified = inner.drained.notified();
+            if inner.in_flight.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            notified.await;
+        }
+    };
+    let drained = tokio::select! {
+        result = tokio::time::timeout(config.grace_period, drain) => result.is_ok(),
+        // A second, immediate kill cuts the grace period short.
+        _ = kill.wait_for(|mode| *mode == Some(KillMode::Immediate)) => false,
+    };
+    if !drained {
+        tracing::warn!(
+            in_flight = inner.in_flight.load(Ordering::SeqCst),
+            "grace period over; stopping with requests still in flight"
+        );
+    }
+    open.abort_all();
+    ExitStatus::exited(0)
 }
 
 fn text_response(status: u16, text: &str) -> hyper::Response<HyperOutgoingBody> {
@@ -510,7 +557,7 @@ impl Drop for Busy {
 }
 
 /// Decrements the in-flight count when a request ends, however it ends.
-struct InFlight<'a>(&'a Server);
+struct InFlight<'a>(&'a HandlerInner);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -520,64 +567,76 @@ impl Drop for InFlight<'_> {
     }
 }
 
-impl Server {
-    /// Serves one accepted connection until the client closes it, it
-    /// errs, or it stays idle too long; `permit` holds its place under the
-    /// connection cap.
-    async fn serve_connection(
-        self: Arc<Self>,
-        protocols: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
-        stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) {
-        let activity = Arc::new(Activity::new());
-        let (header_timeout, idle_timeout) = (self.config.header_timeout, self.config.idle_timeout);
-        let finish_within = self.config.request_timeout;
-        let server = self;
-        let requests = activity.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let server = server.clone();
-            let busy = Busy::new(&requests);
-            async move {
-                let response = server.handle(request).await;
-                drop(busy);
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let connection = protocols.serve_connection(TokioIo::new(stream), service);
-        tokio::pin!(connection);
-        let expired = activity.expired(header_timeout, idle_timeout);
-        let result = tokio::select! {
-            biased;
-            result = connection.as_mut() => result,
-            expiry = expired => {
-                tracing::debug!(%peer, ?expiry, "closing an idle connection");
-                if expiry == Expiry::NoRequest {
-                    return;
-                }
-                // Lets a response still streaming finish (its instance's
-                // deadline bounds it), then closes; an HTTP/2 client that
-                // does not take part in the shutdown is cut off then too.
-                connection.as_mut().graceful_shutdown();
-                tokio::time::timeout(finish_within, connection.as_mut())
-                    .await
-                    .unwrap_or(Ok(()))
-            }
-        };
-        if let Err(error) = result {
-            tracing::debug!(%peer, %error, "connection ended with an error");
+/// Serves one accepted connection until the client closes it, it errs,
+/// it stays idle too long or the server closes; `permit` holds its place
+/// under the connection cap.
+async fn serve_connection(
+    handler: HttpHandler,
+    config: Arc<ListenerConfig>,
+    protocols: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    let activity = Arc::new(Activity::new());
+    let (header_timeout, idle_timeout) = (config.header_timeout, config.idle_timeout);
+    let finish_within = handler.inner.request_timeout;
+    let requests = activity.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let handler = handler.clone();
+        let busy = Busy::new(&requests);
+        async move {
+            let response = handler.handle(request).await;
+            drop(busy);
+            Ok::<_, Infallible>(response)
         }
-        drop(permit);
+    });
+    let connection = protocols.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let expired = activity.expired(header_timeout, idle_timeout);
+    let result = tokio::select! {
+        biased;
+        result = connection.as_mut() => result,
+        () = async { let _ = closing.wait_for(|closing| *closing).await; } => {
+            // Idle keep-alive connections close at once; a request in
+            // progress finishes first (the grace period bounds it).
+            connection.as_mut().graceful_shutdown();
+            connection.as_mut().await
+        }
+        expiry = expired => {
+            tracing::debug!(%peer, ?expiry, "closing an idle connection");
+            if expiry == Expiry::NoRequest {
+                return;
+            }
+            // Lets a response still streaming finish (its instance's
+            // deadline bounds it), then closes; an HTTP/2 client that
+            // does not take part in the shutdown is cut off then too.
+            connection.as_mut().graceful_shutdown();
+            tokio::time::timeout(finish_within, connection.as_mut())
+                .await
+                .unwrap_or(Ok(()))
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+    drop(permit);
+}
+
+impl HttpHandler {
+    /// Requests being handled now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
     }
 
     fn new_store(&self) -> Result<Store<GuestState<HttpState>>, String> {
+        let inner = &*self.inner;
         let mut builder = WasiCtxBuilder::new();
-        builder
-            .inherit_stdout()
-            .inherit_stderr()
-            .envs(&self.config.env);
-        grant_mounts(&mut builder, &self.config.mounts).map_err(|error| error.to_string())?;
+        builder.envs(&inner.env);
+        inner.stdout.grant(&mut builder, Stream::Stdout);
+        inner.stderr.grant(&mut builder, Stream::Stderr);
+        grant_mounts(&mut builder, &inner.mounts).map_err(|error| error.to_string())?;
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(MAX_FIELDS_BYTES);
         let mut table = ResourceTable::new();
@@ -587,24 +646,36 @@ impl Server {
             http,
             table,
             hooks: OutboundHooks {
-                allow: self.allow.clone(),
+                allow: inner.allow.clone(),
             },
         };
         let limits = Limits {
-            timeout: Some(self.config.request_timeout),
-            ..self.config.limits.clone()
+            timeout: Some(inner.request_timeout),
+            ..inner.limits.clone()
         };
-        Ok(new_store(self.engine, state, &limits, self.footprint))
+        Ok(new_store(
+            &inner.engine,
+            state,
+            &limits,
+            inner.footprint,
+            inner.usage.clone(),
+            None,
+        ))
     }
 
-    async fn handle(
-        self: Arc<Self>,
-        request: hyper::Request<Incoming>,
-    ) -> hyper::Response<HyperOutgoingBody> {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let _in_flight = InFlight(&self);
-        let timeout = self.config.request_timeout;
-        let Ok(Ok(_permit)) = tokio::time::timeout(timeout, self.permits.acquire()).await else {
+    /// Answers `request` with a fresh instance of the component: its
+    /// response, or 503 when too many requests are in progress, 504 when it
+    /// takes longer than the request timeout, 500 when the instance fails.
+    pub async fn handle<B>(&self, request: hyper::Request<B>) -> hyper::Response<HyperOutgoingBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let inner = &*self.inner;
+        inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        let _in_flight = InFlight(inner);
+        let timeout = inner.request_timeout;
+        let Ok(Ok(_permit)) = tokio::time::timeout(timeout, inner.permits.acquire()).await else {
             return text_response(503, "server busy: too many requests in progress\n");
         };
         let mut store = match self.new_store() {
@@ -630,9 +701,10 @@ impl Server {
                 return text_response(400, "bad request\n");
             }
         };
-        let pre = self.pre.clone();
-        let limit = self.config.limits.memory_bytes;
+        let pre = inner.pre.clone();
+        let limit = inner.limits.memory_bytes;
         let meter = store.data().cpu_meter();
+        let usage = inner.usage.clone();
         let guest = async move {
             let result = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
@@ -650,6 +722,9 @@ impl Server {
                     format_bytes(limit),
                     format_bytes(requested)
                 );
+            }
+            if let Some(meter) = store.data().cpu_meter() {
+                Usage::add(&usage.cpu_nanos, meter.used_in_poll());
             }
             result.map_err(|error| (error, store.data().memory_refused()))
         };

@@ -3,8 +3,12 @@
 //! with container-like limits and capability-based isolation.
 //!
 //! The flow is always the same, whichever front door (CLI, daemon, shim)
-//! asks: bytes → [`program::load_bytes`] (through the [`CompileCache`]) →
-//! a [`Program`] → [`run`] with a [`SandboxSpec`] → an [`ExitStatus`].
+//! asks: a front door creates one [`Runtime`]; bytes → [`Runtime::load`]
+//! (through the in-memory program cache and the [`CompileCache`]) → a
+//! [`Program`] → [`Runtime::start`] with a [`SandboxSpec`] → a
+//! [`SandboxHandle`] (wait, kill, stats) → an [`ExitStatus`]. wasi:http
+//! components are served by an [`http::HttpHandler`], with or without an
+//! [`http::HttpListener`].
 //!
 //! Nothing is granted by default: a guest sees no host file, environment
 //! variable or socket unless its [`SandboxSpec`] lists it.
@@ -14,22 +18,31 @@ pub mod compile;
 pub mod engine;
 pub mod error;
 pub mod footprint;
+mod handle;
 pub mod http;
 pub mod limits;
 pub mod net;
 pub mod program;
 pub mod quantity;
-pub mod sandbox;
+mod runtime;
+mod sandbox;
 pub mod spec;
+pub mod stdio;
 
 pub use cache::CompileCache;
 pub use compile::{ChildCompiler, CompileIsolation, CompileLimits};
-pub use engine::shared_engine;
+pub use engine::PoolSizing;
 pub use error::RuntimeError;
+pub use handle::{
+    EXIT_KILLED, EXIT_TERMINATED, EXIT_TRAPPED, ExitReason, ExitStatus, KillMode, SandboxHandle,
+    SandboxStats,
+};
 pub use limits::Limits;
 pub use net::{NetworkPolicy, OutboundRule, PortMapping};
-pub use program::{Code, Program, WasmKind};
-pub use sandbox::{EXIT_KILLED, EXIT_TRAPPED, ExitReason, ExitStatus, run};
-pub use spec::{Entrypoint, Mount, Output, SandboxSpec, Stdin};
+pub use program::{Program, WasmKind};
+pub use runtime::{EngineChoice, Runtime, RuntimeConfig};
+pub use sandbox::MAX_COMMAND_RESOURCES;
+pub use spec::{Entrypoint, Mount, SandboxSpec};
+pub use stdio::{Output, OutputRing, Stdin};
 /// The wasmtime version berth is built on, for front doors that need its types.
 pub use wasmtime;

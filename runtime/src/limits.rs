@@ -66,6 +66,38 @@ pub const MAX_TABLES: usize = 1000;
 /// Linear memories one sandbox may create (wasmtime's default is 10,000).
 pub const MAX_MEMORIES: usize = 100;
 
+/// What the sandboxes behind one handle use, updated as they run and read
+/// by [`crate::SandboxHandle::stats`]. A server's requests share one.
+#[derive(Debug, Default)]
+pub(crate) struct Usage {
+    /// Bytes charged to memory limits now.
+    pub(crate) memory: AtomicU64,
+    /// The most bytes charged at once.
+    pub(crate) peak_memory: AtomicU64,
+    /// CPU nanoseconds of finished work (requests, or a sandbox's polls
+    /// while its meter is not shared).
+    pub(crate) cpu_nanos: AtomicU64,
+    /// Nanoseconds guests were held back by their CPU quota.
+    pub(crate) throttled_nanos: AtomicU64,
+}
+
+impl Usage {
+    fn grew(&self, delta: u64) {
+        let now = self.memory.fetch_add(delta, Ordering::Relaxed) + delta;
+        self.peak_memory.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn shrank(&self, delta: u64) {
+        self.memory.fetch_sub(delta, Ordering::Relaxed);
+    }
+
+    /// Adds `duration` to a nanosecond counter.
+    pub(crate) fn add(counter: &AtomicU64, duration: Duration) {
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        counter.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
 /// Caps total linear memory and table growth of one store, and the number
 /// of instances, tables and memories in it.
 #[derive(Debug, Default)]
@@ -73,6 +105,15 @@ pub struct MemoryLimiter {
     limit: Option<u64>,
     used: u64,
     refused: Option<u64>,
+    usage: Option<Arc<Usage>>,
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        if let Some(usage) = &self.usage {
+            usage.shrank(self.used);
+        }
+    }
 }
 
 impl MemoryLimiter {
@@ -82,7 +123,15 @@ impl MemoryLimiter {
             limit,
             used: 0,
             refused: None,
+            usage: None,
         }
+    }
+
+    /// Also reports what it charges to `usage` (released when dropped).
+    pub(crate) fn reporting_to(mut self, usage: Arc<Usage>) -> Self {
+        usage.grew(self.used);
+        self.usage = Some(usage);
+        self
     }
 
     /// The size of the first growth request that was refused, if any.
@@ -111,6 +160,9 @@ impl MemoryLimiter {
                 false
             }
             _ => {
+                if let Some(usage) = &self.usage {
+                    usage.grew(wanted - self.used);
+                }
                 self.used = wanted;
                 true
             }

@@ -2,17 +2,17 @@
 //! and WebAssembly text apart from the bytes themselves (never the file
 //! name), and compiling through the [`CompileCache`].
 
-use std::path::Path;
+use std::sync::Arc;
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::RuntimeError;
-use crate::cache::CompileCache;
 use crate::footprint::Footprint;
+use crate::runtime::EngineSlot;
 
 /// What kind of WebAssembly a binary holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WasmKind {
     /// A core module (WASI preview1 commands, reactors).
     Module,
@@ -30,16 +30,47 @@ impl WasmKind {
     }
 }
 
-/// A compiled program, ready to instantiate any number of times.
+/// A compiled program, ready to start any number of sandboxes. Loaded by
+/// [`crate::Runtime::load`]; clones share one copy of the machine code and
+/// of the linked program.
 #[derive(Clone)]
 pub struct Program {
-    code: Code,
-    footprint: Footprint,
+    pub(crate) inner: Arc<ProgramInner>,
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("kind", &self.kind())
+            .field("footprint", &self.inner.footprint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What every clone of a [`Program`] shares.
+pub(crate) struct ProgramInner {
+    pub(crate) code: Code,
+    pub(crate) footprint: Footprint,
+    /// The engine the code was compiled for, and its linkers.
+    pub(crate) slot: Arc<EngineSlot>,
+    /// The program linked for each way of running it, made on first use.
+    pub(crate) prepared: crate::sandbox::Prepared,
+}
+
+impl ProgramInner {
+    pub(crate) fn new(code: Code, binary: &[u8], slot: Arc<EngineSlot>) -> Self {
+        ProgramInner {
+            code,
+            footprint: crate::footprint::estimate(binary),
+            slot,
+            prepared: crate::sandbox::Prepared::default(),
+        }
+    }
 }
 
 /// Compiled code of either kind.
 #[derive(Clone)]
-pub enum Code {
+pub(crate) enum Code {
     /// A compiled core module.
     Module(wasmtime::Module),
     /// A compiled component.
@@ -47,39 +78,34 @@ pub enum Code {
 }
 
 impl Program {
-    /// `code` compiled from `binary`, whose footprint is estimated here.
-    pub(crate) fn new(code: Code, binary: &[u8]) -> Self {
-        Program {
-            code,
-            footprint: crate::footprint::estimate(binary),
-        }
-    }
-
-    /// The compiled code.
-    pub fn code(&self) -> &Code {
-        &self.code
-    }
-
-    /// The compiled component, if this program is one.
-    pub fn component(&self) -> Option<&Component> {
-        match &self.code {
-            Code::Component(component) => Some(component),
-            Code::Module(_) => None,
-        }
-    }
-
     /// What one instantiation takes besides linear memories and tables;
     /// every sandbox charges it against its memory limit.
     pub fn footprint(&self) -> Footprint {
-        self.footprint
+        self.inner.footprint
     }
 
     /// The kind of WebAssembly this program was compiled from.
     pub fn kind(&self) -> WasmKind {
-        match self.code {
+        match self.inner.code {
             Code::Module(_) => WasmKind::Module,
             Code::Component(_) => WasmKind::Component,
         }
+    }
+
+    /// Whether this is a component exporting `wasi:http/incoming-handler`
+    /// (any 0.2.x), to be served rather than run as a command.
+    pub fn is_http_proxy(&self) -> bool {
+        match &self.inner.code {
+            Code::Component(component) => component
+                .component_type()
+                .exports(&self.inner.slot.engine)
+                .any(|(name, _)| name.starts_with(crate::http::INCOMING_HANDLER)),
+            Code::Module(_) => false,
+        }
+    }
+
+    pub(crate) fn code(&self) -> &Code {
+        &self.inner.code
     }
 }
 
@@ -166,7 +192,7 @@ pub(crate) fn compile(
     binary: &[u8],
     kind: WasmKind,
     origin: &str,
-) -> Result<Program, RuntimeError> {
+) -> Result<Code, RuntimeError> {
     let invalid = |error: wasmtime::Error| RuntimeError::InvalidWasm {
         origin: origin.to_owned(),
         kind: kind.noun(),
@@ -180,21 +206,11 @@ pub(crate) fn compile(
             Code::Component(Component::from_binary(engine, binary).map_err(invalid)?)
         }
     };
-    Ok(Program::new(code, binary))
+    Ok(code)
 }
 
-/// Reads, classifies and compiles the file at `path`, using `cache` when given.
-pub fn load_file(
-    engine: &Engine,
-    path: &Path,
-    cache: Option<&CompileCache>,
-) -> Result<Program, RuntimeError> {
-    let bytes = read_file(path)?;
-    load_bytes(engine, &bytes, &path.display().to_string(), cache)
-}
-
-/// Reads `path`, as [`load_bytes`] wants it.
-pub fn read_file(path: &Path) -> Result<Vec<u8>, RuntimeError> {
+/// Reads `path`, as [`crate::Runtime::load`] wants it.
+pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>, RuntimeError> {
     std::fs::read(path).map_err(|source| RuntimeError::io("cannot read", path, source))
 }
 
@@ -232,20 +248,6 @@ pub fn component_exports(bytes: &[u8], prefix: &str) -> bool {
     false
 }
 
-/// Classifies and compiles `bytes`; `origin` names them in messages.
-pub fn load_bytes(
-    engine: &Engine,
-    bytes: &[u8],
-    origin: &str,
-    cache: Option<&CompileCache>,
-) -> Result<Program, RuntimeError> {
-    let (binary, kind) = to_binary(bytes, origin)?;
-    match cache {
-        Some(cache) => cache.load_or_compile(engine, &binary, kind, origin),
-        None => compile(engine, &binary, kind, origin),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,7 +281,7 @@ mod tests {
     fn reads_only_the_components_own_exports() {
         let example = |name: &str| {
             std::fs::read(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                     .join("../examples/wasm")
                     .join(name),
             )

@@ -1,115 +1,38 @@
-//! Running one program in one sandbox: building the WASI context from a
-//! [`SandboxSpec`], wiring the limits into the store, calling the entry
-//! point and turning the outcome into an [`ExitStatus`] with docker's exit
-//! codes (137 for OOM-kill and timeout, 134 for a trap).
+//! What runs inside a sandbox: the WASI context built from a
+//! [`SandboxSpec`] (deny by default, grant what it lists), the store that
+//! carries the limits, the epoch callback that throttles, times out and
+//! preempts guests, the linkers (once per engine) and the linked programs
+//! (once per program), and the call of the entry point.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, StoreContextMut, UpdateDeadline, Val, ValType};
+use wasmtime::{
+    Engine, ExternType, InstancePre, Store, StoreContextMut, UpdateDeadline, Val, ValType,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::RuntimeError;
-use crate::engine::ensure_epoch_ticker;
-use crate::limits::{CpuMeter, CpuThrottle, Limits, MemoryLimiter, Metered};
-use crate::net::{NetError, SocketGuard};
+use crate::http::HttpState;
+use crate::limits::{CpuMeter, CpuThrottle, Limits, MemoryLimiter, Usage};
+use crate::net::SocketGuard;
 use crate::program::{Code, Program};
-use crate::quantity::format_bytes;
-use crate::spec::{Entrypoint, Mount, Output, SandboxSpec, Stdin};
-
-/// Exit code docker reports for a container killed by SIGKILL (OOM, timeout).
-pub const EXIT_KILLED: i32 = 137;
-/// Exit code docker reports for a container that aborted (SIGABRT); berth
-/// uses it for a wasm trap.
-pub const EXIT_TRAPPED: i32 = 134;
-
-/// Why a sandbox stopped.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExitReason {
-    /// The guest returned or called `exit`/`proc_exit`.
-    Exited,
-    /// The guest hit its memory limit and then trapped or aborted.
-    OomKilled {
-        /// The memory limit in bytes.
-        limit: u64,
-        /// Total bytes the refused request would have needed.
-        requested: u64,
-    },
-    /// The wall-clock timeout was reached.
-    TimedOut {
-        /// The configured timeout.
-        after: Duration,
-    },
-    /// The guest trapped (unreachable, out-of-bounds access, stack overflow…).
-    Trapped {
-        /// The trap and its wasm backtrace.
-        message: String,
-    },
-}
-
-/// How a sandbox ended.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExitStatus {
-    /// The process exit code a front door should use.
-    pub code: i32,
-    /// Why it ended.
-    pub reason: ExitReason,
-    /// Values returned by an [`Entrypoint::Export`] call, formatted.
-    pub returned: Vec<String>,
-    /// Time the guest spent throttled by its CPU quota.
-    pub throttled: Duration,
-}
-
-impl ExitStatus {
-    fn exited(code: i32) -> Self {
-        ExitStatus {
-            code,
-            reason: ExitReason::Exited,
-            returned: Vec::new(),
-            throttled: Duration::ZERO,
-        }
-    }
-
-    /// A one-line explanation for abnormal endings (None for a plain exit).
-    pub fn describe(&self) -> Option<String> {
-        match &self.reason {
-            ExitReason::Exited => None,
-            ExitReason::OomKilled { limit, requested } => Some(format!(
-                "OOMKilled: the memory limit of {} was reached (the guest needed {}); exit code {}",
-                format_bytes(*limit),
-                format_bytes(*requested),
-                self.code
-            )),
-            ExitReason::TimedOut { after } => Some(format!(
-                "killed: the timeout of {} was reached; exit code {}",
-                humanize(*after),
-                self.code
-            )),
-            ExitReason::Trapped { message } => Some(format!(
-                "the guest trapped; exit code {}\n{message}",
-                self.code
-            )),
-        }
-    }
-}
-
-/// "2s", "1.5s" or "250ms", for messages.
-pub(crate) fn humanize(duration: Duration) -> String {
-    if duration.as_millis() < 1000 {
-        format!("{}ms", duration.as_millis())
-    } else {
-        format!("{}s", duration.as_secs_f64())
-    }
-}
+use crate::spec::{Entrypoint, Mount, SandboxSpec};
+use crate::stdio::Stream;
 
 /// The data every berth store carries: the WASI state and the limits.
 pub(crate) struct GuestState<W> {
     pub(crate) wasi: W,
     memory: MemoryLimiter,
-    throttle: Option<(CpuThrottle, Arc<CpuMeter>)>,
+    throttle: Option<CpuThrottle>,
+    /// Measures the CPU the guest uses (for its quota and its stats).
+    meter: Option<Arc<CpuMeter>>,
     deadline: Option<Instant>,
+    usage: Arc<Usage>,
 }
 
 impl<W> GuestState<W> {
@@ -118,19 +41,27 @@ impl<W> GuestState<W> {
         self.memory.refused_request()
     }
 
-    /// The meter that charges this store's CPU quota, if it has one. The
-    /// future that runs the guest must be wrapped in a [`Metered`] with it.
+    /// The meter that charges this store's CPU, if it has one. The future
+    /// that runs the guest must be wrapped in a [`crate::limits::Metered`]
+    /// with it.
     pub(crate) fn cpu_meter(&self) -> Option<Arc<CpuMeter>> {
-        self.throttle.as_ref().map(|(_, meter)| meter.clone())
+        self.meter.clone()
+    }
+
+    /// Time the guest has been held back by its CPU quota.
+    pub(crate) fn throttled(&self) -> std::time::Duration {
+        self.throttle
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, CpuThrottle::throttled_time)
     }
 }
 
 /// WASI preview2 state: the context, the resource table and the network
 /// policy's enforcement state.
 pub(crate) struct P2State {
-    ctx: WasiCtx,
-    table: ResourceTable,
-    pub(crate) net: std::sync::Arc<SocketGuard>,
+    pub(crate) ctx: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) net: Arc<SocketGuard>,
 }
 
 impl WasiView for GuestState<P2State> {
@@ -168,7 +99,8 @@ pub(crate) fn grant_mounts(
 }
 
 /// Builds the WASI context: deny by default, grant what the spec lists.
-fn wasi_builder(spec: &mut SandboxSpec) -> Result<WasiCtxBuilder, RuntimeError> {
+/// Takes the spec's stdio.
+pub(crate) fn wasi_builder(spec: &mut SandboxSpec) -> Result<WasiCtxBuilder, RuntimeError> {
     let mut builder = WasiCtxBuilder::new();
     builder.arg(&spec.program_name);
     builder.args(&spec.args);
@@ -178,33 +110,13 @@ fn wasi_builder(spec: &mut SandboxSpec) -> Result<WasiCtxBuilder, RuntimeError> 
     builder.envs(&spec.effective_env());
     grant_mounts(&mut builder, &spec.mounts)?;
     preopen_workdir(&mut builder, spec)?;
-    match std::mem::take(&mut spec.stdin) {
-        Stdin::Inherit => {
-            builder.inherit_stdin();
-        }
-        Stdin::Null => {}
-        Stdin::Bytes(bytes) => {
-            builder.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(bytes));
-        }
-    }
-    match std::mem::take(&mut spec.stdout) {
-        Output::Inherit => {
-            builder.inherit_stdout();
-        }
-        Output::Null => {}
-        Output::File(file) => {
-            builder.stdout(wasmtime_wasi::cli::OutputFile::new(file));
-        }
-    }
-    match std::mem::take(&mut spec.stderr) {
-        Output::Inherit => {
-            builder.inherit_stderr();
-        }
-        Output::Null => {}
-        Output::File(file) => {
-            builder.stderr(wasmtime_wasi::cli::OutputFile::new(file));
-        }
-    }
+    std::mem::take(&mut spec.stdin).grant(&mut builder);
+    std::mem::take(&mut spec.stdout)
+        .into_shared()
+        .grant(&mut builder, Stream::Stdout);
+    std::mem::take(&mut spec.stderr)
+        .into_shared()
+        .grant(&mut builder, Stream::Stderr);
     Ok(builder)
 }
 
@@ -319,24 +231,31 @@ fn preopen_opened_dir(
         .map_err(|error| format!("cannot open {}: {error:#}", path.display()))
 }
 
-/// Creates a store with the memory limiter, CPU throttle and deadline wired in.
+/// Creates a store with the memory limiter, CPU throttle, deadline and
+/// epoch callback wired in; what it charges is reported to `usage`.
 ///
 /// The program's instance footprint (`reserved` bytes) is charged up front;
 /// when it alone is over the limit, [`GuestState::memory_refused`] says so
-/// and the caller must not instantiate.
+/// and the caller must not instantiate. `meter`, when given, measures the
+/// guest's CPU (a quota creates one if not).
 pub(crate) fn new_store<W: Send + 'static>(
-    engine: &'static Engine,
+    engine: &Engine,
     wasi: W,
     limits: &Limits,
     reserved: u64,
+    usage: Arc<Usage>,
+    meter: Option<Arc<CpuMeter>>,
 ) -> Store<GuestState<W>> {
     let throttle = limits
         .cpus
         .map(|cpus| CpuThrottle::new(cpus, Instant::now()))
-        .filter(CpuThrottle::is_limiting)
-        .map(|throttle| (throttle, Arc::new(CpuMeter::new(limits.cpu_clock))));
-    let needs_epoch = throttle.is_some() || limits.timeout.is_some();
-    let mut memory = MemoryLimiter::new(limits.memory_bytes);
+        .filter(CpuThrottle::is_limiting);
+    let meter = match (&throttle, meter) {
+        (_, Some(meter)) => Some(meter),
+        (Some(_), None) => Some(Arc::new(CpuMeter::new(limits.cpu_clock))),
+        (None, None) => None,
+    };
+    let mut memory = MemoryLimiter::new(limits.memory_bytes).reporting_to(usage.clone());
     memory.reserve(reserved);
     let mut store = Store::new(
         engine,
@@ -344,31 +263,28 @@ pub(crate) fn new_store<W: Send + 'static>(
             wasi,
             memory,
             throttle,
+            meter,
             deadline: deadline(limits),
+            usage,
         },
     );
     store.limiter(|state| &mut state.memory);
-    if !needs_epoch {
-        // Epoch interruption is compiled into every module; a sandbox that
-        // does not use it gets a deadline that is never reached.
-        store.set_epoch_deadline(u64::MAX / 2);
-        return store;
-    }
-    ensure_epoch_ticker(engine);
+    // Every guest looks at the epoch: besides quotas and timeouts, a kill
+    // must be able to stop one that spins without calling the host.
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(on_epoch_tick);
     store
 }
 
 /// When a sandbox with these limits times out.
-fn deadline(limits: &Limits) -> Option<Instant> {
+pub(crate) fn deadline(limits: &Limits) -> Option<Instant> {
     let timeout = limits.timeout?;
     Some(limits.started.unwrap_or_else(Instant::now) + timeout)
 }
 
 /// Called by wasmtime at each epoch tick while the guest runs wasm: pause it
-/// when it is over its CPU quota, otherwise yield so timers (the timeout)
-/// can fire.
+/// when it is over its CPU quota, otherwise yield, so that timers (the
+/// timeout), kills and other sandboxes on the same thread get their turn.
 fn on_epoch_tick<W>(
     mut context: StoreContextMut<'_, GuestState<W>>,
 ) -> wasmtime::Result<UpdateDeadline> {
@@ -377,114 +293,22 @@ fn on_epoch_tick<W>(
     if state.deadline.is_some_and(|deadline| now >= deadline) {
         return Ok(UpdateDeadline::Yield(1));
     }
+    let used = match &state.meter {
+        Some(meter) if state.throttle.is_some() => meter.used_in_poll(),
+        _ => return Ok(UpdateDeadline::Yield(1)),
+    };
     if let Some(pause) = state
         .throttle
         .as_mut()
-        .and_then(|(throttle, meter)| throttle.on_tick(now, meter.used_in_poll()))
+        .and_then(|throttle| throttle.on_tick(now, used))
     {
+        Usage::add(&state.usage.throttled_nanos, pause);
         return Ok(UpdateDeadline::YieldCustom(
             1,
             Box::pin(tokio::time::sleep(pause)),
         ));
     }
     Ok(UpdateDeadline::Yield(1))
-}
-
-/// Runs `program` in a new sandbox described by `spec`, to completion.
-///
-/// Must be called within a tokio runtime (timers drive the CPU quota and
-/// timeout). Errors are berth's own failures (bad mounts, unlinkable
-/// imports); anything the guest does is reported in the [`ExitStatus`].
-pub async fn run(
-    engine: &'static Engine,
-    program: &Program,
-    mut spec: SandboxSpec,
-) -> Result<ExitStatus, RuntimeError> {
-    let builder = wasi_builder(&mut spec)?;
-    let origin = spec.program_name.clone();
-    let limits = spec.limits.clone();
-    let reserved = program.footprint().bytes;
-    match program.code() {
-        // Only an explicit `-p` is refused: an image's EXPOSE is metadata,
-        // and a module that cannot listen simply never uses it.
-        Code::Module(_) if !spec.network.publish.is_empty() => {
-            Err(NetError::CannotListen { origin }.into())
-        }
-        Code::Module(module) => {
-            let mut builder = builder;
-            let mut wasi = builder.build_p1();
-            wasi.ctx().table.set_max_capacity(MAX_COMMAND_RESOURCES);
-            let mut store = new_store(engine, wasi, &limits, reserved);
-            if store.data().memory_refused().is_some() {
-                return finish(Some(Err(out_of_memory())), &mut store, &limits);
-            }
-            let linker = p1_linker(engine).map_err(|error| RuntimeError::link(&origin, &error))?;
-            let pre = linker
-                .instantiate_pre(module)
-                .map_err(|error| RuntimeError::link(&origin, &error))?;
-            let entrypoint = spec.entrypoint.clone();
-            let args = spec.args.clone();
-            let meter = store.data().cpu_meter();
-            let guest = Metered::new(
-                async {
-                    let instance = pre.instantiate_async(&mut store).await?;
-                    call_module_entry(&mut store, &instance, &entrypoint, &args, &origin).await
-                },
-                meter,
-            );
-            let outcome = with_timeout(deadline(&limits), guest).await;
-            finish(outcome, &mut store, &limits)
-        }
-        Code::Component(component) => {
-            if let Entrypoint::Export(name) = &spec.entrypoint {
-                return Err(RuntimeError::Entrypoint {
-                    origin,
-                    reason: format!(
-                        "is a component; calling the export {name:?} directly is only supported for core modules"
-                    ),
-                });
-            }
-            let mut builder = builder;
-            spec.network.check_ports_free()?;
-            let net = spec.network.grant(&mut builder);
-            let mut table = ResourceTable::new();
-            table.set_max_capacity(MAX_COMMAND_RESOURCES);
-            let state = P2State {
-                ctx: builder.build(),
-                table,
-                net,
-            };
-            let mut store = new_store(engine, state, &limits, reserved);
-            if store.data().memory_refused().is_some() {
-                return finish(Some(Err(out_of_memory())), &mut store, &limits);
-            }
-            let linker = p2_linker(engine).map_err(|error| RuntimeError::link(&origin, &error))?;
-            let pre = linker
-                .instantiate_pre(component)
-                .map_err(|error| RuntimeError::link(&origin, &error))?;
-            let command_pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(
-                |error| RuntimeError::Entrypoint {
-                    origin: origin.clone(),
-                    reason: format!(
-                        "is not a WASI command component (it has no wasi:cli/run export): {error:#}"
-                    ),
-                },
-            )?;
-            let meter = store.data().cpu_meter();
-            let guest = Metered::new(
-                async {
-                    let command = command_pre.instantiate_async(&mut store).await?;
-                    match command.wasi_cli_run().call_run(&mut store).await? {
-                        Ok(()) => Ok(Vec::new()),
-                        Err(()) => Err(wasmtime::Error::new(I32Exit(1))),
-                    }
-                },
-                meter,
-            );
-            let outcome = with_timeout(deadline(&limits), guest).await;
-            finish(outcome, &mut store, &limits)
-        }
-    }
 }
 
 /// Resources (open files, streams, sockets, pollables…) a WASI command
@@ -495,130 +319,232 @@ pub const MAX_COMMAND_RESOURCES: usize = 16_384;
 /// The error a sandbox ends with when its program's instances alone do
 /// not fit in its memory limit (reported as OOM-killed, like a module
 /// whose initial memory does not fit).
-fn out_of_memory() -> wasmtime::Error {
+pub(crate) fn out_of_memory() -> wasmtime::Error {
     wasmtime::Error::msg("the program's instances do not fit in the memory limit")
 }
 
-/// Linkers are built once per engine: defining the ~50 WASI preview1
-/// functions (or the preview2 interfaces) is most of the cost of starting a
-/// sandbox, and the result depends only on the engine.
-type LinkerCache<L> = std::sync::Mutex<Vec<(usize, std::sync::Arc<L>)>>;
+/// The linkers of one engine, built on first use: defining the ~50 WASI
+/// preview1 functions (or the preview2 interfaces) is most of the cost of
+/// linking a program, and the result depends only on the engine.
+#[derive(Default)]
+pub(crate) struct Linkers {
+    p1: OnceLock<Result<wasmtime::Linker<GuestState<WasiP1Ctx>>, String>>,
+    p2: OnceLock<Result<wasmtime::component::Linker<GuestState<P2State>>, String>>,
+    http: OnceLock<Result<wasmtime::component::Linker<GuestState<HttpState>>, String>>,
+}
 
-fn cached_linker<L>(
-    cache: &'static std::sync::OnceLock<LinkerCache<L>>,
-    engine: &'static Engine,
+fn built<L>(
+    cell: &OnceLock<Result<L, String>>,
     build: impl FnOnce() -> wasmtime::Result<L>,
-) -> wasmtime::Result<std::sync::Arc<L>> {
-    let key = std::ptr::from_ref(engine) as usize;
-    let cache = cache.get_or_init(Default::default);
-    if let Ok(entries) = cache.lock()
-        && let Some((_, linker)) = entries.iter().find(|(engine, _)| *engine == key)
-    {
-        return Ok(linker.clone());
-    }
-    let linker = std::sync::Arc::new(build()?);
-    if let Ok(mut entries) = cache.lock() {
-        entries.push((key, linker.clone()));
-    }
-    Ok(linker)
-}
-
-fn p1_linker(
-    engine: &'static Engine,
-) -> wasmtime::Result<std::sync::Arc<wasmtime::Linker<GuestState<WasiP1Ctx>>>> {
-    static CACHE: std::sync::OnceLock<LinkerCache<wasmtime::Linker<GuestState<WasiP1Ctx>>>> =
-        std::sync::OnceLock::new();
-    cached_linker(&CACHE, engine, || {
-        let mut linker = wasmtime::Linker::new(engine);
-        wasmtime_wasi::p1::add_to_linker_async(
-            &mut linker,
-            |state: &mut GuestState<WasiP1Ctx>| &mut state.wasi,
-        )?;
-        Ok(linker)
-    })
-}
-
-fn p2_linker(
-    engine: &'static Engine,
-) -> wasmtime::Result<std::sync::Arc<wasmtime::component::Linker<GuestState<P2State>>>> {
-    static CACHE: std::sync::OnceLock<
-        LinkerCache<wasmtime::component::Linker<GuestState<P2State>>>,
-    > = std::sync::OnceLock::new();
-    cached_linker(&CACHE, engine, || {
-        let mut linker = wasmtime::component::Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        crate::net::add_port_rewrite(&mut linker)?;
-        Ok(linker)
-    })
-}
-
-/// `None` when the deadline passed first.
-async fn with_timeout<F: std::future::Future>(
-    deadline: Option<Instant>,
-    future: F,
-) -> Option<F::Output> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline.into(), future).await.ok(),
-        None => Some(future.await),
-    }
-}
-
-fn finish<W>(
-    outcome: Option<wasmtime::Result<Vec<String>>>,
-    store: &mut Store<GuestState<W>>,
-    limits: &Limits,
-) -> Result<ExitStatus, RuntimeError> {
-    let state = store.data();
-    let throttled = state
-        .throttle
+) -> Result<&L, String> {
+    cell.get_or_init(|| build().map_err(|error| format!("{error:#}")))
         .as_ref()
-        .map_or(Duration::ZERO, |(throttle, _)| throttle.throttled_time());
-    let mut status = match outcome {
-        None => ExitStatus {
-            code: EXIT_KILLED,
-            reason: ExitReason::TimedOut {
-                after: limits.timeout.unwrap_or_default(),
+        .map_err(Clone::clone)
+}
+
+/// A program linked for one way of running it, or why it cannot be.
+type Linked<T> = OnceLock<Result<T, RuntimeError>>;
+
+/// A program linked for each way of running it, made on first use and
+/// shared by every sandbox that runs it.
+#[derive(Default)]
+pub(crate) struct Prepared {
+    module: Linked<InstancePre<GuestState<WasiP1Ctx>>>,
+    command: Linked<CommandPre<GuestState<P2State>>>,
+    proxy: Linked<ProxyPre<GuestState<HttpState>>>,
+}
+
+/// A copy of a linking error for another caller (the original is cached).
+fn again(error: &RuntimeError) -> RuntimeError {
+    match error {
+        RuntimeError::Entrypoint { origin, reason } => RuntimeError::Entrypoint {
+            origin: origin.clone(),
+            reason: reason.clone(),
+        },
+        RuntimeError::Link { origin, reason } => RuntimeError::Link {
+            origin: origin.clone(),
+            reason: reason.clone(),
+        },
+        other => RuntimeError::Link {
+            origin: String::new(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn linked<T: Clone>(
+    cell: &Linked<T>,
+    link: impl FnOnce() -> Result<T, RuntimeError>,
+) -> Result<T, RuntimeError> {
+    match cell.get_or_init(link) {
+        Ok(linked) => Ok(linked.clone()),
+        Err(error) => Err(again(error)),
+    }
+}
+
+impl Program {
+    /// The module linked against WASI preview1.
+    pub(crate) fn module_pre(
+        &self,
+        origin: &str,
+    ) -> Result<InstancePre<GuestState<WasiP1Ctx>>, RuntimeError> {
+        let Code::Module(module) = self.code() else {
+            return Err(RuntimeError::Entrypoint {
+                origin: origin.to_owned(),
+                reason: "is not a core module".into(),
+            });
+        };
+        let slot = &self.inner.slot;
+        linked(&self.inner.prepared.module, || {
+            let link_error = |reason: String| RuntimeError::Link {
+                origin: origin.to_owned(),
+                reason,
+            };
+            let linker = built(&slot.linkers.p1, || {
+                let mut linker = wasmtime::Linker::new(&slot.engine);
+                wasmtime_wasi::p1::add_to_linker_async(
+                    &mut linker,
+                    |state: &mut GuestState<WasiP1Ctx>| &mut state.wasi,
+                )?;
+                Ok(linker)
+            })
+            .map_err(link_error)?;
+            linker
+                .instantiate_pre(module)
+                .map_err(|error| RuntimeError::link(origin, &error))
+        })
+    }
+
+    /// The component linked as a WASI command.
+    pub(crate) fn command_pre(
+        &self,
+        origin: &str,
+    ) -> Result<CommandPre<GuestState<P2State>>, RuntimeError> {
+        let slot = &self.inner.slot;
+        self.link_component(
+            origin,
+            &self.inner.prepared.command,
+            &slot.linkers.p2,
+            |linker| {
+                wasmtime_wasi::p2::add_to_linker_async(linker)?;
+                crate::net::add_port_rewrite(linker)
             },
-            returned: Vec::new(),
-            throttled,
-        },
-        Some(Ok(returned)) => ExitStatus {
-            returned,
-            ..ExitStatus::exited(0)
-        },
-        Some(Err(error)) => {
-            if let Some(entry) = error.downcast_ref::<EntryError>() {
-                return Err(RuntimeError::Entry(entry.0.clone()));
-            }
-            if let Some(exit) = error.downcast_ref::<I32Exit>() {
-                ExitStatus::exited(exit.0)
-            } else if let (Some(requested), Some(limit)) =
-                (state.memory.refused_request(), limits.memory_bytes)
-            {
-                ExitStatus {
-                    code: EXIT_KILLED,
-                    reason: ExitReason::OomKilled { limit, requested },
-                    returned: Vec::new(),
-                    throttled,
-                }
+            |pre| {
+                CommandPre::new(pre).map_err(|error| {
+                    format!(
+                        "is not a WASI command component (it has no wasi:cli/run export): {error:#}"
+                    )
+                })
+            },
+        )
+    }
+
+    /// The component linked as a wasi:http proxy.
+    pub(crate) fn proxy_pre(
+        &self,
+        origin: &str,
+    ) -> Result<ProxyPre<GuestState<HttpState>>, RuntimeError> {
+        let slot = &self.inner.slot;
+        self.link_component(
+            origin,
+            &self.inner.prepared.proxy,
+            &slot.linkers.http,
+            |linker| {
+                wasmtime_wasi::p2::add_to_linker_async(linker)?;
+                wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+            },
+            |pre| {
+                ProxyPre::new(pre).map_err(|error| {
+                    format!("does not export wasi:http/incoming-handler: {error:#}")
+                })
+            },
+        )
+    }
+
+    /// Links the component once, with the engine's linker made by `define`
+    /// (once per engine), and wraps it as `wrap` says (the error naming
+    /// the export it lacks).
+    fn link_component<S: 'static, T: Clone>(
+        &self,
+        origin: &str,
+        cell: &Linked<T>,
+        linker_cell: &OnceLock<Result<wasmtime::component::Linker<S>, String>>,
+        define: impl FnOnce(&mut wasmtime::component::Linker<S>) -> wasmtime::Result<()>,
+        wrap: impl FnOnce(wasmtime::component::InstancePre<S>) -> Result<T, String>,
+    ) -> Result<T, RuntimeError> {
+        let Code::Component(component) = self.code() else {
+            return Err(RuntimeError::Entrypoint {
+                origin: origin.to_owned(),
+                reason: "is a core module, not a component".into(),
+            });
+        };
+        let engine = &self.inner.slot.engine;
+        linked(cell, || {
+            let linker = built(linker_cell, || {
+                let mut linker = wasmtime::component::Linker::new(engine);
+                define(&mut linker)?;
+                Ok(linker)
+            })
+            .map_err(|reason| RuntimeError::Link {
+                origin: origin.to_owned(),
+                reason,
+            })?;
+            let pre = linker
+                .instantiate_pre(component)
+                .map_err(|error| RuntimeError::link(origin, &error))?;
+            wrap(pre).map_err(|reason| RuntimeError::Entrypoint {
+                origin: origin.to_owned(),
+                reason,
+            })
+        })
+    }
+
+    /// Checks, before anything is instantiated, that a core module has the
+    /// entry point `entrypoint` and that `args` fit its parameters.
+    pub(crate) fn check_module_entry(
+        &self,
+        entrypoint: &Entrypoint,
+        args: &[String],
+        origin: &str,
+    ) -> Result<(), RuntimeError> {
+        let Code::Module(module) = self.code() else {
+            return Ok(());
+        };
+        let function_exports = || {
+            let names: Vec<&str> = module
+                .exports()
+                .filter(|export| matches!(export.ty(), ExternType::Func(_)))
+                .map(|export| export.name())
+                .collect();
+            if names.is_empty() {
+                "none".to_owned()
             } else {
-                ExitStatus {
-                    code: EXIT_TRAPPED,
-                    reason: ExitReason::Trapped {
-                        message: format!("{error:?}"),
-                    },
-                    returned: Vec::new(),
-                    throttled,
-                }
+                names.join(", ")
             }
+        };
+        match entrypoint {
+            Entrypoint::Command => match module.get_export("_start") {
+                Some(ExternType::Func(_)) => Ok(()),
+                _ => Err(RuntimeError::Entry(format!(
+                    "{origin} has no _start export, so it is not a WASI command; its function exports are: {}. Call one with FILE#NAME",
+                    function_exports()
+                ))),
+            },
+            Entrypoint::Export(name) => match module.get_export(name) {
+                Some(ExternType::Func(ty)) => parse_params(&ty, args, name)
+                    .map(|_| ())
+                    .map_err(RuntimeError::Entry),
+                _ => Err(RuntimeError::Entry(format!(
+                    "{origin} has no function export {name:?}; its function exports are: {}",
+                    function_exports()
+                ))),
+            },
         }
-    };
-    status.throttled = throttled;
-    Ok(status)
+    }
 }
 
 /// Calls `_start` (after nothing) or a named export (after `_initialize`).
-async fn call_module_entry<W: Send>(
+pub(crate) async fn call_module_entry<W: Send>(
     store: &mut Store<GuestState<W>>,
     instance: &wasmtime::Instance,
     entrypoint: &Entrypoint,

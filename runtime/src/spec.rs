@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::RuntimeError;
 use crate::limits::Limits;
 use crate::net::NetworkPolicy;
+use crate::stdio::{Output, Stdin};
 
 /// A host directory made visible to the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,31 +140,6 @@ pub fn parse_env_file(path: &Path) -> Result<Vec<(String, String)>, RuntimeError
         }
     }
     Ok(vars)
-}
-
-/// Where the guest's standard input comes from.
-#[derive(Debug, Default)]
-pub enum Stdin {
-    /// The host process's stdin.
-    Inherit,
-    /// An empty stream.
-    #[default]
-    Null,
-    /// These bytes, then end of file.
-    Bytes(Vec<u8>),
-}
-
-/// Where one of the guest's output streams goes. Writes block when the
-/// destination is slow, so a flooding guest cannot grow host memory.
-#[derive(Debug, Default)]
-pub enum Output {
-    /// The host process's stdout or stderr.
-    Inherit,
-    /// Discarded.
-    #[default]
-    Null,
-    /// Appended to this file.
-    File(std::fs::File),
 }
 
 /// Which code the sandbox runs.

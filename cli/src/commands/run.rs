@@ -16,12 +16,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use berth_registry::RegistryError;
 use berth_registry::unpack::UnpackLimits;
+use berth_runtime::http::{HandlerConfig, HttpListener, ListenerConfig};
 use berth_runtime::limits::CpuClock;
 use berth_runtime::quantity::{parse_cpus, parse_duration, parse_memory};
 use berth_runtime::spec::{normalize_guest_path, parse_env, parse_env_file};
 use berth_runtime::{
-    Entrypoint, Limits, Mount, NetworkPolicy, OutboundRule, Output, PortMapping, SandboxSpec,
-    Stdin, program, shared_engine,
+    EngineChoice, Entrypoint, ExitStatus, KillMode, Limits, Mount, NetworkPolicy, OutboundRule,
+    Output, PoolSizing, PortMapping, Runtime, RuntimeConfig, SandboxSpec, Stdin, program,
 };
 use clap::Args;
 
@@ -305,22 +306,23 @@ fn run_foreground(args: RunArgs) -> Result<u8> {
     // pooling engine; reserving the pool costs a few milliseconds of start-up
     // that socket apps and commands do not need.
     let bytes = program::read_file(&resolved.path)?;
-    let engine = if !args.publish.is_empty() && berth_runtime::http::exports_http_handler(&bytes) {
-        berth_runtime::engine::serving_engine(berth_runtime::engine::PoolSizing {
+    let choice = if !args.publish.is_empty() && berth_runtime::http::exports_http_handler(&bytes) {
+        EngineChoice::Serving(PoolSizing {
             concurrent_instances: u32::try_from(args.max_concurrency).unwrap_or(u32::MAX),
             max_memory_bytes: args.memory.unwrap_or(4 << 30),
-        })?
+        })
     } else {
-        shared_engine()?
+        EngineChoice::Command
     };
     // The compile starts a few milliseconds into the run, so its deadline
     // falls just after the run's; the sandbox then gets what is left.
     let cache = crate::home::compile_cache(crate::home::compile_limits(args.timeout)?)?;
-    let program = program::load_bytes(engine, &bytes, &resolved.origin, Some(&cache))?;
-    if let Some(component) = program.component()
-        && berth_runtime::http::is_http_proxy(engine, component)
-    {
-        return serve(&args, engine, &program, &resolved, env, mounts);
+    let runtime = Runtime::new(RuntimeConfig {
+        compile_cache: Some(cache),
+    });
+    let program = runtime.load(&bytes, &resolved.origin, choice)?;
+    if program.is_http_proxy() {
+        return serve(&args, &runtime, &program, &resolved, env, mounts);
     }
     let spec = SandboxSpec {
         program_name: resolved.program_name.clone(),
@@ -348,12 +350,24 @@ fn run_foreground(args: RunArgs) -> Result<u8> {
             outbound: args.allow_outbound.clone(),
         },
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    notify_started(&args)?;
-    let status = runtime.block_on(berth_runtime::run(engine, &program, spec))?;
+    let status = tokio.block_on(async {
+        let handle = runtime.start(&program, spec)?;
+        notify_started(&args)?;
+        Ok::<_, anyhow::Error>(tokio::select! {
+            status = handle.wait() => status,
+            signal = stop_signal() => {
+                // Ctrl-C stops the guest at once, whatever it is doing;
+                // SIGTERM (docker stop) too, as for a native process
+                // without a handler.
+                handle.kill(KillMode::Immediate);
+                ExitStatus { code: signal.exit_code(), ..handle.wait().await }
+            }
+        })
+    })?;
     for value in &status.returned {
         println!("{value}");
     }
@@ -526,7 +540,10 @@ pub(crate) fn precompile_image(image: &str) {
             let cache = crate::home::compile_cache(crate::home::compile_limits(None)?)?;
             let bytes = program::read_file(&found.path)?;
             let origin = image_origin(&found.guest_program, image);
-            program::load_bytes(shared_engine()?, &bytes, &origin, Some(&cache))?;
+            Runtime::new(RuntimeConfig {
+                compile_cache: Some(cache),
+            })
+            .load(&bytes, &origin, EngineChoice::Command)?;
         }
         Ok(())
     };
@@ -640,10 +657,10 @@ fn split_entrypoint(file: &str) -> (PathBuf, Entrypoint) {
 }
 
 /// Serves a wasi:http component on the published port until SIGTERM or
-/// Ctrl-C, then drains in-flight requests.
+/// Ctrl-C, then drains in-flight requests (a second signal stops at once).
 fn serve(
     args: &RunArgs,
-    engine: &'static berth_runtime::wasmtime::Engine,
+    runtime: &Runtime,
     program: &berth_runtime::Program,
     resolved: &Resolved,
     env: Vec<(String, String)>,
@@ -658,8 +675,7 @@ fn serve(
         }
         bail!("a wasi:http component serves one port; give -p once");
     };
-    let config = berth_runtime::http::ServeConfig {
-        listen: publish.host,
+    let handler_config = HandlerConfig {
         limits: Limits {
             memory_bytes: args.memory,
             cpus: args.cpus,
@@ -670,6 +686,11 @@ fn serve(
         env,
         mounts,
         allow_outbound: args.allow_outbound.clone(),
+        stdout: Output::Inherit,
+        stderr: Output::Inherit,
+    };
+    let listener_config = ListenerConfig {
+        listen: publish.host,
         grace_period: args.stop_timeout,
         header_timeout: args.header_timeout,
         idle_timeout: args.idle_timeout,
@@ -678,14 +699,14 @@ fn serve(
             |max| usize::try_from(max).unwrap_or(usize::MAX),
         ),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let listening =
-            berth_runtime::http::bind(engine, program, &resolved.program_name, config).await?;
-        let addr = listening
+    tokio.block_on(async {
+        let handler = runtime.http_handler(program, &resolved.program_name, handler_config)?;
+        let listener = HttpListener::bind(listener_config).await?;
+        let addr = listener
             .local_addr()
             .context("cannot read the bound address")?;
         notify_started(args)?;
@@ -693,7 +714,18 @@ fn serve(
             "berth: serving {} on http://{addr} (container port {})",
             resolved.program_name, publish.container_port
         );
-        listening.run(shutdown_signal()).await;
+        let server = listener.serve(handler);
+        tokio::select! {
+            _ = server.wait() => {}
+            _ = stop_signal() => {
+                server.kill(KillMode::Graceful);
+                tokio::select! {
+                    _ = server.wait() => {}
+                    _ = stop_signal() => server.kill(KillMode::Immediate),
+                }
+                server.wait().await;
+            }
+        }
         eprintln!("berth: stopped");
         Ok::<_, anyhow::Error>(())
     })?;
@@ -703,8 +735,27 @@ fn serve(
     Ok(0)
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
+/// A signal that asks berth to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopSignal {
+    /// Ctrl-C.
+    Interrupt,
+    /// `kill`, `docker stop`, a supervisor stopping its container.
+    Terminate,
+}
+
+impl StopSignal {
+    /// The exit code of a process that this signal ended: 128 + its number.
+    fn exit_code(self) -> i32 {
+        match self {
+            StopSignal::Interrupt => 130,
+            StopSignal::Terminate => 143,
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT), saying which.
+async fn stop_signal() -> StopSignal {
     #[cfg(unix)]
     {
         let mut term =
@@ -713,17 +764,18 @@ async fn shutdown_signal() {
                 Err(error) => {
                     tracing::warn!(%error, "cannot listen for SIGTERM");
                     let _ = tokio::signal::ctrl_c().await;
-                    return;
+                    return StopSignal::Interrupt;
                 }
             };
         tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => StopSignal::Terminate,
+            _ = tokio::signal::ctrl_c() => StopSignal::Interrupt,
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        StopSignal::Interrupt
     }
 }
 
