@@ -86,7 +86,7 @@ enum Scope {
 /// Estimates what instantiating the WebAssembly binary `binary` (a core
 /// module or a component) once takes. Unreadable input estimates as
 /// nothing: compiling it reports the real error.
-pub fn estimate(binary: &[u8]) -> Footprint {
+pub(crate) fn estimate(binary: &[u8]) -> Footprint {
     let mut stack: Vec<Scope> = Vec::new();
     // The largest module or component seen, for references this walk does
     // not follow (exports of instances): charging the worst is safe.

@@ -15,9 +15,9 @@
 
 pub mod cache;
 pub mod compile;
-pub mod engine;
+mod engine;
 pub mod error;
-pub mod footprint;
+mod footprint;
 mod handle;
 pub mod http;
 pub mod limits;
@@ -31,8 +31,9 @@ pub mod stdio;
 
 pub use cache::CompileCache;
 pub use compile::{ChildCompiler, CompileIsolation, CompileLimits};
-pub use engine::PoolSizing;
+pub use engine::{EPOCH_TICK, PoolSizing};
 pub use error::RuntimeError;
+pub use footprint::Footprint;
 pub use handle::{
     EXIT_KILLED, EXIT_TERMINATED, EXIT_TRAPPED, ExitReason, ExitStatus, KillMode, SandboxHandle,
     SandboxStats,

@@ -1,16 +1,16 @@
 //! Resource limits, each a cgroup analogue enforced inside the sandbox.
 //!
-//! - [`MemoryLimiter`] is `memory.max`: it caps the sum of every linear
+//! - `MemoryLimiter` is `memory.max`: it caps the sum of every linear
 //!   memory and table of one sandbox plus the host memory its instances
-//!   take (estimated from the program, [`crate::footprint`]), and bounds
+//!   take (estimated from the program, `footprint.rs`), and bounds
 //!   the number of instances, tables and memories ([`MAX_INSTANCES`]). A refused grow behaves as the wasm
 //!   spec says (`memory.grow` returns -1, `table.grow` returns -1); the
 //!   limiter remembers the refusal so that a guest which then traps or aborts
 //!   is reported as OOM-killed.
-//! - [`CpuThrottle`] is `cpu.cfs_quota_us / cfs_period_us`: a token bucket
+//! - `CpuThrottle` is `cpu.cfs_quota_us / cfs_period_us`: a token bucket
 //!   consulted at every epoch tick that makes a busy guest sleep until it is
 //!   back under its share of one core. It never kills. It charges the CPU
-//!   time a [`CpuMeter`] measured around the sandbox's polls, so host calls
+//!   time a `CpuMeter` measured around the sandbox's polls, so host calls
 //!   count as much as wasm.
 
 use std::pin::Pin;
@@ -57,7 +57,7 @@ pub enum CpuClock {
 const TABLE_ELEMENT_BYTES: u64 = std::mem::size_of::<usize>() as u64;
 
 /// Core instances one sandbox may create. Each costs host memory that
-/// [`crate::footprint`] charges against the memory limit; this bounds a
+/// the footprint estimate charges against the memory limit; this bounds a
 /// sandbox without one. The largest example, a ComponentizeJS component,
 /// creates fewer than 20.
 pub const MAX_INSTANCES: usize = 1000;
@@ -101,7 +101,7 @@ impl Usage {
 /// Caps total linear memory and table growth of one store, and the number
 /// of instances, tables and memories in it.
 #[derive(Debug, Default)]
-pub struct MemoryLimiter {
+pub(crate) struct MemoryLimiter {
     limit: Option<u64>,
     used: u64,
     refused: Option<u64>,
@@ -137,11 +137,6 @@ impl MemoryLimiter {
     /// The size of the first growth request that was refused, if any.
     pub fn refused_request(&self) -> Option<u64> {
         self.refused
-    }
-
-    /// Bytes currently accounted to memories and tables.
-    pub fn used(&self) -> u64 {
-        self.used
     }
 
     /// Charges `bytes` of host memory that no growth reports (the
@@ -217,7 +212,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 /// one [`CpuThrottle::PERIOD`] worth of quota, like CFS, so an idle guest
 /// cannot save up for a long burst.
 #[derive(Debug)]
-pub struct CpuThrottle {
+pub(crate) struct CpuThrottle {
     cpus: f64,
     burst: f64,
     credit: f64,
@@ -287,7 +282,7 @@ impl CpuThrottle {
 /// progress is read against the start of that same poll. Where no thread
 /// CPU clock exists, the wall time spent inside polls stands in for it.
 #[derive(Debug)]
-pub struct CpuMeter {
+pub(crate) struct CpuMeter {
     /// CPU nanoseconds of finished polls.
     used: AtomicU64,
     /// The thread clock when the poll in progress started.
@@ -409,7 +404,7 @@ fn cpu_clock(_id: CpuClockId) -> Option<Duration> {
 pin_project_lite::pin_project! {
     /// A future whose every poll is charged to a [`CpuMeter`] (or, without
     /// a meter, a plain pass-through).
-    pub struct Metered<F> {
+    pub(crate) struct Metered<F> {
         #[pin]
         inner: F,
         meter: Option<Arc<CpuMeter>>,

@@ -1,6 +1,6 @@
 //! Turning bytes into a compiled program: telling core modules, components
 //! and WebAssembly text apart from the bytes themselves (never the file
-//! name), and compiling through the [`CompileCache`].
+//! name), and compiling through the [`crate::CompileCache`].
 
 use std::sync::Arc;
 
@@ -115,7 +115,7 @@ const COMPONENT_VERSION: [u8; 4] = [0x0d, 0, 1, 0];
 
 /// Classifies WebAssembly binary bytes, or returns `None` if they are not a
 /// WebAssembly binary at all (they may still be text).
-pub fn detect_binary(bytes: &[u8]) -> Option<Result<WasmKind, String>> {
+pub(crate) fn detect_binary(bytes: &[u8]) -> Option<Result<WasmKind, String>> {
     if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
         if bytes.starts_with(WASM_MAGIC) {
             return Some(Err("the file ends inside the WebAssembly header".into()));
@@ -218,7 +218,7 @@ pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>, RuntimeError> {
 /// export whose name starts with `prefix`, read from its export section
 /// without compiling it. Anything unreadable answers `false`; compiling
 /// reports the real error.
-pub fn component_exports(bytes: &[u8], prefix: &str) -> bool {
+pub(crate) fn component_exports(bytes: &[u8], prefix: &str) -> bool {
     let Ok((binary, WasmKind::Component)) = to_binary(bytes, "") else {
         return false;
     };

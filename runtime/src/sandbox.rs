@@ -600,7 +600,7 @@ fn function_exports<W>(instance: &wasmtime::Instance, store: &mut Store<GuestSta
 /// error, exit 125, not as a guest trap).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct EntryError(pub String);
+pub(crate) struct EntryError(pub(crate) String);
 
 fn parse_params(ty: &wasmtime::FuncType, args: &[String], name: &str) -> Result<Vec<Val>, String> {
     let params: Vec<ValType> = ty.params().collect();

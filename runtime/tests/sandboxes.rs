@@ -5,27 +5,15 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use berth_runtime::http::HandlerConfig;
 use berth_runtime::{
     EXIT_KILLED, EXIT_TERMINATED, EngineChoice, Entrypoint, ExitReason, KillMode, Limits, Output,
     OutputRing, Program, Runtime, RuntimeConfig, SandboxSpec, Stdin,
 };
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 
 /// A guest that spins forever without calling the host.
 const SPIN: &str = r#"(module
   (memory (export "memory") 1)
   (func (export "_start") (loop $l (br $l))))"#;
-
-/// A guest that grows its memory a page at a time until refused, then
-/// traps (as a C program's failed malloc would abort).
-const HOG: &str = r#"(module
-  (memory (export "memory") 1)
-  (func (export "_start")
-    (loop $l
-      (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then unreachable))
-      (br $l))))"#;
 
 /// A guest that grows its memory by 15 pages (to 16), then blocks reading
 /// stdin, then exits 0.
@@ -303,140 +291,6 @@ fn a_stalled_output_sink_blocks_only_its_own_guest() {
 }
 
 #[test]
-fn thousand_sandboxes_with_every_limit_firing() {
-    let runtime = runtime();
-    let spin = load(&runtime, SPIN);
-    let hog = load(&runtime, HOG);
-    let exit = load(&runtime, EXIT_7);
-    let wait = load(&runtime, GROW_THEN_WAIT);
-    let http = runtime
-        .load(
-            &example("http-hello.wasm"),
-            "http-hello.wasm",
-            EngineChoice::Command,
-        )
-        .expect("http-hello compiles");
-    // One copy of each program however many sandboxes run it.
-    let again = load(&runtime, SPIN);
-    assert_eq!(runtime.cached_programs(), 5);
-    drop(again);
-    multi_thread().block_on(async {
-        let handler = runtime
-            .http_handler(
-                &http,
-                "http-hello.wasm",
-                HandlerConfig {
-                    limits: Limits {
-                        memory_bytes: Some(64 << 20),
-                        ..Limits::default()
-                    },
-                    request_timeout: Duration::from_secs(60),
-                    max_concurrency: 100,
-                    env: Vec::new(),
-                    mounts: Vec::new(),
-                    allow_outbound: Vec::new(),
-                    stdout: Output::Null,
-                    stderr: Output::Null,
-                },
-            )
-            .expect("a handler");
-        let started = Instant::now();
-        let mut sandboxes = Vec::new();
-        // Held open, so that the guests reading them wait for ever.
-        let mut stdin_writers = Vec::new();
-        for index in 0..900 {
-            let mut stdin = Stdin::Null;
-            let (program, limits) = match index % 4 {
-                // Blocked in the host: only the timeout can end it.
-                0 => {
-                    let (reader, writer) = tokio::io::duplex(64);
-                    stdin_writers.push(writer);
-                    stdin = Stdin::Reader(Box::new(reader));
-                    (
-                        &wait,
-                        Limits {
-                            timeout: Some(Duration::from_millis(1500)),
-                            ..Limits::default()
-                        },
-                    )
-                }
-                // Spinning: 225 quotas of 0.2% of a core add up to less
-                // than the machine has, so each really runs over its quota.
-                1 => (
-                    &spin,
-                    Limits {
-                        cpus: Some(0.002),
-                        timeout: Some(Duration::from_secs(5)),
-                        ..Limits::default()
-                    },
-                ),
-                2 => (
-                    &hog,
-                    Limits {
-                        memory_bytes: Some(2 << 20),
-                        ..Limits::default()
-                    },
-                ),
-                _ => (&exit, Limits::default()),
-            };
-            let handle = runtime
-                .start(
-                    program,
-                    SandboxSpec {
-                        stdin,
-                        ..spec(limits)
-                    },
-                )
-                .expect("starts");
-            sandboxes.push((index, handle));
-        }
-        // A hundred requests to the handler while the sandboxes run.
-        let mut requests = Vec::new();
-        for _ in 0..100 {
-            let handler = handler.clone();
-            requests.push(tokio::spawn(async move {
-                let request = hyper::Request::builder()
-                    .uri("http://localhost/")
-                    .body(Full::new(Bytes::new()))
-                    .expect("request");
-                let response = handler.handle(request).await;
-                let status = response.status();
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|body| body.to_bytes());
-                (status, body.map(|body| body.len()).unwrap_or(0))
-            }));
-        }
-        for request in requests {
-            let (status, length) = request.await.expect("request task");
-            assert_eq!(status, 200);
-            assert!(length > 0);
-        }
-        let (mut timed_out, mut throttled, mut oom, mut exited) = (0, 0, 0, 0);
-        for (index, handle) in sandboxes {
-            let status = tokio::time::timeout(Duration::from_secs(120), handle.wait())
-                .await
-                .expect("every sandbox ends");
-            match (index % 4, &status.reason) {
-                (0, ExitReason::TimedOut { .. }) => timed_out += 1,
-                (1, ExitReason::TimedOut { .. }) if status.throttled > Duration::ZERO => {
-                    throttled += 1
-                }
-                (2, ExitReason::OomKilled { limit, .. }) if *limit == 2 << 20 => oom += 1,
-                (3, ExitReason::Exited) if status.code == 7 => exited += 1,
-                other => panic!("sandbox {index} ended unexpectedly: {other:?} {status:?}"),
-            }
-        }
-        assert_eq!((timed_out, throttled, oom, exited), (225, 225, 225, 225));
-        assert_eq!(handler.in_flight(), 0);
-        drop(stdin_writers);
-        eprintln!("1,000 sandboxes ended after {:?}", started.elapsed());
-    });
-}
-
-#[test]
 fn two_runtimes_in_one_process_keep_their_limits() {
     let first = runtime();
     let second = runtime();
@@ -486,4 +340,85 @@ fn entry_point_problems_are_reported_before_the_guest_starts() {
         .start(&program, spec(Limits::default()))
         .expect_err("needs a tokio runtime");
     assert!(error.to_string().contains("tokio"), "{error}");
+}
+
+#[test]
+fn graceful_stop_of_a_server_closes_idle_keep_alive_connections() {
+    use std::io::{Read, Write};
+    let runtime = runtime();
+    let program = runtime
+        .load(
+            &example("http-hello.wasm"),
+            "http-hello.wasm",
+            EngineChoice::Command,
+        )
+        .expect("http-hello compiles");
+    multi_thread().block_on(async {
+        let handler = runtime
+            .http_handler(
+                &program,
+                "http-hello.wasm",
+                berth_runtime::http::HandlerConfig {
+                    limits: Limits::default(),
+                    request_timeout: Duration::from_secs(30),
+                    max_concurrency: 10,
+                    env: Vec::new(),
+                    mounts: Vec::new(),
+                    allow_outbound: Vec::new(),
+                    stdout: Output::Null,
+                    stderr: Output::Null,
+                },
+            )
+            .expect("a handler");
+        let listener =
+            berth_runtime::http::HttpListener::bind(berth_runtime::http::ListenerConfig {
+                listen: "127.0.0.1:0".parse().expect("address"),
+                grace_period: Duration::from_secs(30),
+                header_timeout: Duration::from_secs(60),
+                idle_timeout: Duration::from_secs(75),
+                max_connections: 100,
+            })
+            .await
+            .expect("binds");
+        let addr = listener.local_addr().expect("address");
+        let server = listener.serve(handler.clone());
+        // One request on a keep-alive connection, which then stays idle.
+        let client = tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+                .expect("request");
+            let mut response = [0u8; 4096];
+            let read = stream.read(&mut response).expect("response");
+            assert!(response[..read].starts_with(b"HTTP/1.1 200"));
+            stream
+        })
+        .await
+        .expect("client");
+        assert_eq!(handler.in_flight(), 0);
+        let asked = Instant::now();
+        server.kill(KillMode::Graceful);
+        let status = tokio::time::timeout(Duration::from_secs(20), server.wait())
+            .await
+            .expect("the server stops");
+        assert_eq!(status.code, 0);
+        // Nothing was in flight: it did not wait out the 30 s grace period.
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            asked.elapsed()
+        );
+        // The idle connection was closed by the server.
+        let closed = tokio::task::spawn_blocking(move || {
+            let mut stream = client;
+            let mut rest = [0u8; 64];
+            stream.read(&mut rest)
+        })
+        .await
+        .expect("reader");
+        assert_eq!(closed.expect("a clean close"), 0);
+    });
 }

@@ -1,0 +1,200 @@
+//! 1,000 sandboxes at once in one runtime, through the library: commands
+//! with and without quotas, timeouts and memory limits, and requests to an
+//! HTTP handler, all running together; every limit fires. A test binary of
+//! its own, so that no other test competes with it for the two cores.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use berth_runtime::http::HandlerConfig;
+use berth_runtime::{
+    EngineChoice, ExitReason, Limits, Output, Program, Runtime, RuntimeConfig, SandboxSpec, Stdin,
+};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+
+/// A guest that spins forever without calling the host.
+const SPIN: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start") (loop $l (br $l))))"#;
+
+/// A guest that grows its memory a page at a time until refused, then
+/// traps (as a C program's failed malloc would abort).
+const HOG: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (loop $l
+      (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then unreachable))
+      (br $l))))"#;
+
+/// A guest that blocks reading stdin, then exits 0.
+const WAIT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read"
+    (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 8))
+    (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+/// A guest that exits with 7 through proc_exit.
+const EXIT_7: &str = r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (call $exit (i32.const 7))))"#;
+
+fn load(runtime: &Runtime, text: &str) -> Program {
+    runtime
+        .load(text.as_bytes(), "test.wat", EngineChoice::Command)
+        .expect("the test module compiles")
+}
+
+fn spec(limits: Limits) -> SandboxSpec {
+    SandboxSpec {
+        program_name: "guest".into(),
+        limits,
+        ..SandboxSpec::default()
+    }
+}
+
+#[test]
+fn thousand_sandboxes_with_every_limit_firing() {
+    let runtime = Runtime::new(RuntimeConfig::default());
+    let spin = load(&runtime, SPIN);
+    let hog = load(&runtime, HOG);
+    let exit = load(&runtime, EXIT_7);
+    let wait = load(&runtime, WAIT);
+    let http = runtime
+        .load(
+            &std::fs::read(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm/http-hello.wasm"),
+            )
+            .expect("example wasm is checked in"),
+            "http-hello.wasm",
+            EngineChoice::Command,
+        )
+        .expect("http-hello compiles");
+    // One copy of each program however many sandboxes run it.
+    let again = load(&runtime, SPIN);
+    assert_eq!(runtime.cached_programs(), 5);
+    drop(again);
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    tokio.block_on(async {
+        let handler = runtime
+            .http_handler(
+                &http,
+                "http-hello.wasm",
+                HandlerConfig {
+                    limits: Limits {
+                        memory_bytes: Some(64 << 20),
+                        ..Limits::default()
+                    },
+                    request_timeout: Duration::from_secs(60),
+                    max_concurrency: 100,
+                    env: Vec::new(),
+                    mounts: Vec::new(),
+                    allow_outbound: Vec::new(),
+                    stdout: Output::Null,
+                    stderr: Output::Null,
+                },
+            )
+            .expect("a handler");
+        let started = Instant::now();
+        let mut sandboxes = Vec::new();
+        // Held open, so that the guests reading them wait for ever.
+        let mut stdin_writers = Vec::new();
+        for index in 0..900 {
+            let mut stdin = Stdin::Null;
+            let (program, limits) = match index % 4 {
+                // Blocked in the host: only the timeout can end it.
+                0 => {
+                    let (reader, writer) = tokio::io::duplex(64);
+                    stdin_writers.push(writer);
+                    stdin = Stdin::Reader(Box::new(reader));
+                    (
+                        &wait,
+                        Limits {
+                            timeout: Some(Duration::from_millis(1500)),
+                            ..Limits::default()
+                        },
+                    )
+                }
+                // Spinning: 225 quotas of 0.2% of a core add up to less
+                // than the machine has, so each really runs over its quota.
+                1 => (
+                    &spin,
+                    Limits {
+                        cpus: Some(0.002),
+                        timeout: Some(Duration::from_secs(10)),
+                        ..Limits::default()
+                    },
+                ),
+                2 => (
+                    &hog,
+                    Limits {
+                        memory_bytes: Some(2 << 20),
+                        ..Limits::default()
+                    },
+                ),
+                _ => (&exit, Limits::default()),
+            };
+            let handle = runtime
+                .start(
+                    program,
+                    SandboxSpec {
+                        stdin,
+                        ..spec(limits)
+                    },
+                )
+                .expect("starts");
+            sandboxes.push((index, handle));
+        }
+        // A hundred requests to the handler while the sandboxes run.
+        let mut requests = Vec::new();
+        for _ in 0..100 {
+            let handler = handler.clone();
+            requests.push(tokio::spawn(async move {
+                let request = hyper::Request::builder()
+                    .uri("http://localhost/")
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                let response = handler.handle(request).await;
+                let status = response.status();
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|body| body.to_bytes());
+                (status, body.map(|body| body.len()).unwrap_or(0))
+            }));
+        }
+        for request in requests {
+            let (status, length) = request.await.expect("request task");
+            assert_eq!(status, 200);
+            assert!(length > 0);
+        }
+        let (mut timed_out, mut throttled, mut oom, mut exited) = (0, 0, 0, 0);
+        for (index, handle) in sandboxes {
+            let status = tokio::time::timeout(Duration::from_secs(120), handle.wait())
+                .await
+                .expect("every sandbox ends");
+            match (index % 4, &status.reason) {
+                (0, ExitReason::TimedOut { .. }) => timed_out += 1,
+                (1, ExitReason::TimedOut { .. }) if status.throttled > Duration::ZERO => {
+                    throttled += 1
+                }
+                (2, ExitReason::OomKilled { limit, .. }) if *limit == 2 << 20 => oom += 1,
+                (3, ExitReason::Exited) if status.code == 7 => exited += 1,
+                other => panic!("sandbox {index} ended unexpectedly: {other:?} {status:?}"),
+            }
+        }
+        assert_eq!((timed_out, throttled, oom, exited), (225, 225, 225, 225));
+        assert_eq!(handler.in_flight(), 0);
+        drop(stdin_writers);
+        eprintln!("1,000 sandboxes ended after {:?}", started.elapsed());
+    });
+}
