@@ -560,17 +560,8 @@ fn resolve_in(index: &Index, value: &str) -> Result<String> {
 /// Writes `bytes` to `target` through a temp file in `tmp_dir` (same
 /// filesystem), fsynced before the rename.
 pub(crate) fn write_atomic(tmp_dir: &Path, target: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(tmp_dir)
-        .map_err(|e| RegistryError::io("cannot create a temp file in", tmp_dir, e))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| RegistryError::io("cannot write", tmp.path(), e))?;
-    tmp.persist(target)
-        .map_err(|e| RegistryError::io("cannot write", target, e.error))?;
-    sync_dir(target.parent());
-    Ok(())
+    berth_fs::write_atomic_in(tmp_dir, target, |file| file.write_all(bytes))
+        .map_err(|e| RegistryError::io("cannot write", target, e))
 }
 
 /// Makes a rename durable on unix; directories cannot be fsynced on Windows.
