@@ -272,13 +272,12 @@ fn on_failure_restarts_at_most_n_times() {
         &std::fs::read(home.container_dir(&id).join("config.json")).expect("config.json"),
     )
     .expect("config is JSON");
-    assert_eq!(config["restart"], "on-failure:2");
+    // The record holds the typed spec, never a command line.
+    assert_eq!(config["version"], 2, "{config}");
     assert_eq!(config["name"], "flaky");
-    let argv = config["argv"].as_array().expect("argv");
-    assert!(
-        !argv.iter().any(|arg| arg == "-d" || arg == "--name"),
-        "{config}"
-    );
+    assert_eq!(config["spec"]["restart"], "on-failure:2", "{config}");
+    assert_eq!(config["spec"]["args"], serde_json::json!(["3"]), "{config}");
+    assert!(config.get("argv").is_none(), "{config}");
 }
 
 #[test]
