@@ -15,7 +15,6 @@
 //! home directory given as `BERTH_HOME`. On Windows the directory inherits
 //! the per-user ACL of `%APPDATA%` and is not checked.
 
-use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -75,7 +74,7 @@ fn secure(home: &Path) -> Result<()> {
         let names: Vec<String> = std::fs::read_dir(home)
             .with_context(|| format!("cannot read {}", home.display()))?
             .map(|entry| entry.map(|entry| entry.file_name().to_string_lossy().into_owned()))
-            .collect::<io::Result<_>>()
+            .collect::<std::io::Result<_>>()
             .with_context(|| format!("cannot read {}", home.display()))?;
         let own = |name: &String| {
             OWN_ENTRIES.contains(&name.as_str())

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use berth_container::records::{FileRecords, RecordStore};
+use berth_container::records::FileRecords;
 use berth_container::{Container, ContainerState, Status};
 
 /// The hidden subcommand that runs a supervisor.
@@ -152,6 +152,7 @@ mod unix {
     use berth_container::logs::{
         LOG_MAX_BYTES, LineSplitter, LogStream, LogWriter, MAX_LINE_BYTES, open_append,
     };
+    use berth_container::records::RecordStore;
     use berth_container::spec::restart_backoff;
     use berth_container::time::{format_rfc3339, now_rfc3339};
 
