@@ -16,6 +16,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::flags;
 
+/// Stores a setting as the text its flag takes (`"on-failure:3"`), through
+/// its `Display` and `parse`.
+macro_rules! as_text {
+    ($type:ty) => {
+        impl From<$type> for String {
+            fn from(value: $type) -> String {
+                value.to_string()
+            }
+        }
+
+        impl TryFrom<String> for $type {
+            type Error = InvalidValue;
+
+            fn try_from(text: String) -> Result<Self, InvalidValue> {
+                <$type>::parse(&text)
+            }
+        }
+    };
+}
+
 /// The definition of a container.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,19 +210,7 @@ impl std::fmt::Display for PullPolicy {
     }
 }
 
-impl From<PullPolicy> for String {
-    fn from(policy: PullPolicy) -> String {
-        policy.to_string()
-    }
-}
-
-impl TryFrom<String> for PullPolicy {
-    type Error = InvalidValue;
-
-    fn try_from(text: String) -> Result<Self, InvalidValue> {
-        PullPolicy::parse(&text)
-    }
-}
+as_text!(PullPolicy);
 
 /// A value outside what a setting accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -381,19 +389,7 @@ impl std::fmt::Display for RestartPolicy {
     }
 }
 
-impl From<RestartPolicy> for String {
-    fn from(policy: RestartPolicy) -> String {
-        policy.to_string()
-    }
-}
-
-impl TryFrom<String> for RestartPolicy {
-    type Error = InvalidValue;
-
-    fn try_from(text: String) -> Result<Self, InvalidValue> {
-        RestartPolicy::parse(&text)
-    }
-}
+as_text!(RestartPolicy);
 
 /// The delay before the `n`th consecutive restart (1-based): 100 ms,
 /// doubling, at most 10 s.
