@@ -78,6 +78,15 @@ pub fn write_atomic_in(
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
     let mut temp = builder.tempfile_in(temp_dir)?;
     write(temp.as_file_mut())?;
+    persist(temp, target)
+}
+
+/// Moves a completely written temporary file into place durably: fsync of
+/// the file, rename over `target`, fsync of the directory. For content
+/// streamed into a [`tempfile::NamedTempFile`] (on `target`'s filesystem)
+/// rather than written by [`write_atomic_in`]'s closure. On failure the
+/// temporary file is removed and `target` is unchanged.
+pub fn persist(temp: tempfile::NamedTempFile, target: &Path) -> io::Result<()> {
     temp.as_file().sync_all()?;
     temp.persist(target).map_err(|error| error.error)?;
     sync_parent(target);
