@@ -6,7 +6,7 @@
 //! registry credentials, logs) and native code that berth executes (the
 //! compile cache), so on unix it belongs to the user alone: berth creates
 //! it and everything in it owner-only (directories 0700, files 0600, with
-//! the helpers below), and checks it as ssh checks `~/.ssh`. A directory
+//! the helpers of `berth_fs`), and checks it as ssh checks `~/.ssh`. A directory
 //! owned by someone else, or writable by group or others, is refused (its
 //! contents could have been replaced). One that others can only read is
 //! made owner-only if it is berth's own (empty, or holding only what berth
@@ -15,14 +15,13 @@
 //! home directory given as `BERTH_HOME`. On Windows the directory inherits
 //! the per-user ACL of `%APPDATA%` and is not checked.
 
-use std::fs::OpenOptions;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use berth_fs::create_private_dir_all;
 
-/// What berth keeps at the top of its data directory (`.auth-*` are
-/// temporary files of `auth.json`).
+/// What berth keeps at the top of its data directory (`.auth.json.*` are
+/// temporary files of `auth.json`; older versions named them `.auth-*`).
 #[cfg(unix)]
 const OWN_ENTRIES: [&str; 5] = ["auth.json", "cache", "containers", "images", "rootfs"];
 
@@ -75,10 +74,13 @@ fn secure(home: &Path) -> Result<()> {
         let names: Vec<String> = std::fs::read_dir(home)
             .with_context(|| format!("cannot read {}", home.display()))?
             .map(|entry| entry.map(|entry| entry.file_name().to_string_lossy().into_owned()))
-            .collect::<io::Result<_>>()
+            .collect::<std::io::Result<_>>()
             .with_context(|| format!("cannot read {}", home.display()))?;
-        let own =
-            |name: &String| OWN_ENTRIES.contains(&name.as_str()) || name.starts_with(".auth-");
+        let own = |name: &String| {
+            OWN_ENTRIES.contains(&name.as_str())
+                || name.starts_with(".auth.json.")
+                || name.starts_with(".auth-")
+        };
         if !names.iter().all(own) {
             anyhow::bail!(
                 "berth's data directory {} is readable by others (mode {mode:04o}) and holds files that are not berth's: berth keeps secrets there; make it owner-only with `chmod 700 {}`, or set BERTH_HOME to a directory of berth's own",
@@ -103,38 +105,6 @@ fn secure(home: &Path) -> Result<()> {
 #[cfg(not(unix))]
 fn secure(_home: &Path) -> Result<()> {
     Ok(())
-}
-
-/// Creates `dir` and its missing parents, owner-only (0700) on unix; an
-/// existing directory is left as it is.
-pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
-
-/// Creates the directory `dir` (its parent must exist), owner-only (0700)
-/// on unix; fails if it exists.
-// The mode is only set on unix.
-#[cfg_attr(not(unix), allow(unused_mut))]
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
-
-/// Options that create files owner-only (0600) on unix. The mode applies
-/// only when the file is created.
-// The mode is only set on unix.
-#[cfg_attr(not(unix), allow(unused_mut))]
-pub fn private_file() -> OpenOptions {
-    let mut options = OpenOptions::new();
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
 }
 
 /// Where compiled code is cached (created owner-only when possible; the
@@ -208,8 +178,8 @@ pub fn auth_file() -> Result<PathBuf> {
 }
 
 /// Containers: records of detached containers (`<id>/`, see
-/// `containers.rs`) and scratch space for running ones (private `/tmp`
-/// directories).
+/// [`berth_container::records`]) and scratch space for running ones
+/// (private `/tmp` directories).
 pub fn containers_dir() -> Result<PathBuf> {
     Ok(berth_home()?.join("containers"))
 }
@@ -219,4 +189,19 @@ pub fn open_store() -> Result<berth_registry::Store> {
     let dir = image_store_dir()?;
     berth_registry::Store::open(&dir)
         .with_context(|| format!("cannot open the image store at {}", dir.display()))
+}
+
+/// Opens (creating if needed) the records of detached containers.
+pub fn open_records() -> Result<berth_container::FileRecords> {
+    let root = containers_dir()?;
+    let root = std::path::absolute(&root).unwrap_or(root);
+    Ok(berth_container::FileRecords::open(root)?)
+}
+
+/// The unpack limits: the defaults, or the `BERTH_UNPACK_MAX_*`
+/// environment variables.
+pub fn unpack_limits() -> Result<berth_registry::unpack::UnpackLimits> {
+    Ok(berth_registry::unpack::UnpackLimits::from_settings(
+        |name| std::env::var(name).ok(),
+    )?)
 }

@@ -3,7 +3,6 @@
 //! door (daemon, shim) would also need.
 
 mod commands;
-mod containers;
 mod home;
 mod supervisor;
 

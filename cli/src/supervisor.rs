@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::containers::{Container, ContainerState, Status, Store};
+use berth_container::records::FileRecords;
+use berth_container::{Container, ContainerState, Status};
 
 /// The hidden subcommand that runs a supervisor.
 #[cfg_attr(not(unix), allow(dead_code))]
@@ -63,7 +64,7 @@ pub fn is_held(path: &Path) -> bool {
 /// Takes the lock file `path` (creating it owner-only) for as long as the
 /// returned file stays open; fails if another process holds it.
 pub fn hold(path: &Path) -> Result<File> {
-    let file = crate::home::private_file()
+    let file = berth_fs::private_file()
         .read(true)
         .write(true)
         .create(true)
@@ -122,12 +123,12 @@ mod other {
     const UNSUPPORTED: &str = "detached containers are not supported on this platform yet";
 
     /// Refused on this platform.
-    pub fn start(_store: &Store, _container: &Container, _wait: Duration) -> Result<()> {
+    pub fn start(_store: &FileRecords, _container: &Container, _wait: Duration) -> Result<()> {
         anyhow::bail!("{UNSUPPORTED}")
     }
 
     /// Nothing runs detached on this platform, so nothing to stop.
-    pub fn stop(_store: &Store, _container: &Container, _timeout: Duration) -> Result<()> {
+    pub fn stop(_store: &FileRecords, _container: &Container, _timeout: Duration) -> Result<()> {
         Ok(())
     }
 
@@ -147,10 +148,13 @@ mod unix {
     use tokio::io::{AsyncRead, AsyncReadExt};
 
     use super::*;
-    use crate::containers::{
-        LOG_MAX_BYTES, LineSplitter, LogStream, LogWriter, MAX_LINE_BYTES, now_rfc3339,
-        open_append, restart_backoff,
+    use berth_container::ExitReason;
+    use berth_container::logs::{
+        LOG_MAX_BYTES, LineSplitter, LogStream, LogWriter, MAX_LINE_BYTES, open_append,
     };
+    use berth_container::records::RecordStore;
+    use berth_container::spec::restart_backoff;
+    use berth_container::time::{format_rfc3339, now_rfc3339};
 
     fn send_signal(pid: u32, signal: libc::c_int) {
         if let Ok(pid) = libc::pid_t::try_from(pid)
@@ -191,10 +195,10 @@ mod unix {
 
     /// Kills the container's program if its process still runs (after its
     /// supervisor died, or did not stop it in time).
-    fn kill_program(store: &Store, container: &Container) -> Result<()> {
-        let lock = container.dir.join(PROGRAM_LOCK);
+    fn kill_program(store: &FileRecords, container: &Container) -> Result<()> {
+        let lock = store.dir(container.id()).join(PROGRAM_LOCK);
         let child = store
-            .read_state(&container.config.id)?
+            .read_state(container.id())?
             .and_then(|state| state.child_pid);
         if signal_holder(&lock, child, libc::SIGKILL) {
             wait_released(&lock, Duration::from_secs(5));
@@ -204,8 +208,8 @@ mod unix {
 
     /// Starts the container's supervisor and waits (at most `wait`) until
     /// it reports that the program started, or why it could not.
-    pub fn start(store: &Store, container: &Container, wait: Duration) -> Result<()> {
-        let id = container.config.id.as_str();
+    pub fn start(store: &FileRecords, container: &Container, wait: Duration) -> Result<()> {
+        let id = container.id();
         // A program left running by a supervisor that died would hold the
         // program lock and keep the new one from starting.
         kill_program(store, container)?;
@@ -231,7 +235,7 @@ mod unix {
             if let Some(status) = ended {
                 bail!(
                     "the container's supervisor ended ({status}) before the program started; see {}",
-                    container.dir.join("supervisor.log").display()
+                    store.dir(container.id()).join("supervisor.log").display()
                 );
             }
             if Instant::now() >= deadline {
@@ -259,7 +263,7 @@ mod unix {
 
     /// Re-executes berth as the container's supervisor in a new session,
     /// detached from the terminal. Only the ID is on its command line.
-    fn spawn_supervisor(store: &Store, id: &str) -> Result<std::process::Child> {
+    fn spawn_supervisor(store: &FileRecords, id: &str) -> Result<std::process::Child> {
         use std::os::unix::process::CommandExt;
         let exe = std::env::current_exe().context("cannot find the berth executable")?;
         let home = crate::home::berth_home()?;
@@ -292,12 +296,12 @@ mod unix {
 
     /// Stops a container: SIGTERM to its supervisor, which forwards it to
     /// the program; after `timeout` the program is killed (exit 137).
-    pub fn stop(store: &Store, container: &Container, timeout: Duration) -> Result<()> {
-        let id = container.config.id.as_str();
+    pub fn stop(store: &FileRecords, container: &Container, timeout: Duration) -> Result<()> {
+        let id = container.id();
         let Some(state) = store.read_state(id)? else {
             return Ok(());
         };
-        let supervisor_lock = container.dir.join(SUPERVISOR_LOCK);
+        let supervisor_lock = store.dir(container.id()).join(SUPERVISOR_LOCK);
         if signal_holder(&supervisor_lock, state.pid, libc::SIGTERM) {
             if !wait_released(&supervisor_lock, timeout) {
                 kill_program(store, container)?;
@@ -317,12 +321,12 @@ mod unix {
         {
             if state.status != Status::Exited {
                 state.status = Status::Exited;
-                state.exit_code = Some(137);
+                state.set_exit(137, Some(ExitReason::Killed));
                 state.finished_at = Some(now_rfc3339());
             }
             state.pid = None;
             state.child_pid = None;
-            if container.config.auto_remove {
+            if container.record.spec.auto_remove {
                 store.remove(container)?;
             } else {
                 store.write_state(id, &state)?;
@@ -334,7 +338,7 @@ mod unix {
     /// `berth __supervise ID`: runs the container until it exits for good
     /// or is stopped.
     pub fn supervise(id: &str) -> Result<u8> {
-        let store = Store::open()?;
+        let store = crate::home::open_records()?;
         let container = store.load(id)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -350,7 +354,7 @@ mod unix {
 
     /// Writes the state; a failure (e.g. the container was removed under
     /// us) is logged, not fatal: the program must still be looked after.
-    fn record(store: &Store, id: &str, state: &ContainerState) {
+    fn record(store: &FileRecords, id: &str, state: &ContainerState) {
         if let Err(error) = store.write_state(id, state) {
             tracing::warn!("cannot record the container state: {error:#}");
         }
@@ -361,7 +365,7 @@ mod unix {
     fn started_time(started_file: &std::path::Path) -> String {
         fs::metadata(started_file)
             .and_then(|meta| meta.modified())
-            .map_or_else(|_| now_rfc3339(), crate::containers::format_rfc3339)
+            .map_or_else(|_| now_rfc3339(), format_rfc3339)
     }
 
     fn exit_code(status: std::process::ExitStatus) -> i32 {
@@ -371,14 +375,15 @@ mod unix {
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
     }
 
-    async fn supervise_container(store: &Store, container: &Container) -> Result<()> {
+    async fn supervise_container(store: &FileRecords, container: &Container) -> Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
-        let config = &container.config;
-        let id = config.id.as_str();
+        let spec = container.record.runnable_spec()?;
+        let id = container.id();
+        let dir = store.dir(id);
         let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
         // Taken before the pid is recorded, held until this process ends:
         // what makes the recorded pid believable (see the module docs).
-        let _lock = hold(&container.dir.join(SUPERVISOR_LOCK))
+        let _lock = hold(&store.dir(container.id()).join(SUPERVISOR_LOCK))
             .context("the container already has a supervisor")?;
         let mut state = ContainerState {
             pid: Some(std::process::id()),
@@ -389,10 +394,10 @@ mod unix {
         store.write_state(id, &state)?;
 
         let exe = std::env::current_exe().context("cannot find the berth executable")?;
-        let log = LogWriter::open(&container.dir, LOG_MAX_BYTES)
-            .with_context(|| format!("cannot open the log in {}", container.dir.display()))?;
+        let log = LogWriter::open(&dir, LOG_MAX_BYTES)
+            .with_context(|| format!("cannot open the log in {}", dir.display()))?;
         let log = Arc::new(Mutex::new(log));
-        let started_file = container.dir.join(STARTED_FILE);
+        let started_file = store.dir(container.id()).join(STARTED_FILE);
         let mut first = true;
         let mut backoff_step = 0u32;
         loop {
@@ -401,8 +406,10 @@ mod unix {
             command
                 .arg(RUN_COMMAND)
                 .arg(id)
-                .current_dir(&config.cwd)
-                .stdin(if config.interactive {
+                // The spec's paths are absolute: the program's process
+                // needs no particular working directory.
+                .current_dir("/")
+                .stdin(if spec.interactive {
                     Stdio::piped()
                 } else {
                     Stdio::null()
@@ -477,7 +484,8 @@ mod unix {
             }
             let _ = fs::remove_file(&started_file);
             state.child_pid = None;
-            state.exit_code = Some(code);
+            // The program's process reports only its exit code.
+            state.set_exit(code, None);
             state.finished_at = Some(finished);
             if !started {
                 let reason = lock(&last_stderr)
@@ -493,7 +501,7 @@ mod unix {
                 }
             }
             first = false;
-            if stopping || !config.restart.should_restart(code, state.restart_count) {
+            if stopping || !spec.restart.should_restart(code, state.restart_count) {
                 state.status = Status::Exited;
                 break;
             }
@@ -514,7 +522,7 @@ mod unix {
         }
         state.pid = None;
         state.child_pid = None;
-        if config.auto_remove && state.status == Status::Exited {
+        if spec.auto_remove && state.status == Status::Exited {
             store.remove(container)?;
         } else {
             record(store, id, &state);

@@ -272,13 +272,12 @@ fn on_failure_restarts_at_most_n_times() {
         &std::fs::read(home.container_dir(&id).join("config.json")).expect("config.json"),
     )
     .expect("config is JSON");
-    assert_eq!(config["restart"], "on-failure:2");
+    // The record holds the typed spec, never a command line.
+    assert_eq!(config["version"], 2, "{config}");
     assert_eq!(config["name"], "flaky");
-    let argv = config["argv"].as_array().expect("argv");
-    assert!(
-        !argv.iter().any(|arg| arg == "-d" || arg == "--name"),
-        "{config}"
-    );
+    assert_eq!(config["spec"]["restart"], "on-failure:2", "{config}");
+    assert_eq!(config["spec"]["args"], serde_json::json!(["3"]), "{config}");
+    assert!(config.get("argv").is_none(), "{config}");
 }
 
 #[test]
@@ -727,4 +726,43 @@ fn a_detached_programs_arguments_may_look_like_options() {
     let dashes = row(&all, "dashes").unwrap_or_else(|| panic!("removed: {}", all.stdout));
     assert!(dashes.contains("\"hello.wasm -m 5 --r…\""), "{dashes}");
     assert!(dashes.contains("Exited (0)"), "{dashes}");
+}
+
+#[test]
+fn a_container_recorded_by_an_older_berth_is_listed_removed_and_never_rerun() {
+    let home = Home::new();
+    home.run(&["ps", "-a"]).expect_code(0);
+    // Record format 1 stored the berth run command line.
+    let id = "ab".repeat(32);
+    let dir = home.container_dir(&id);
+    std::fs::create_dir(&dir).expect("container dir");
+    let record = serde_json::json!({
+        "version": 1,
+        "id": id,
+        "name": "legacy",
+        "created": "2026-01-01T00:00:00.000000000Z",
+        "argv": ["--env=A=1", "app.wasm", "x"],
+        "cwd": "/",
+        "image": "app.wasm",
+        "command": ["x"],
+        "ports": [],
+        "restart": "no",
+        "auto_remove": false,
+        "interactive": false
+    });
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec(&record).expect("json"),
+    )
+    .expect("config.json");
+    let all = home.run(&["ps", "-a"]);
+    let legacy = row(&all, "legacy").unwrap_or_else(|| panic!("{}", all.stdout));
+    assert!(legacy.contains("app.wasm x"), "{legacy}");
+    home.run(&["start", "legacy"]).expect_berth_error(
+        "created by an older berth (record format 1); remove it with `berth rm legacy`",
+    );
+    home.run(&["__run", &id])
+        .expect_berth_error("created by an older berth");
+    home.run(&["rm", "legacy"]).expect_code(0);
+    assert!(!dir.exists());
 }

@@ -96,14 +96,8 @@ pub fn save(store: &Store, images: &[&str], output: &Path) -> Result<()> {
             .map_err(err)?;
     }
     let writer = tar.into_inner().map_err(err)?;
-    writer
-        .into_inner()
-        .map_err(|e| err(e.into_error()))?
-        .sync_all()
-        .map_err(err)?;
-    tmp.persist(output)
-        .map_err(|e| RegistryError::io("cannot write", output, e.error))?;
-    Ok(())
+    writer.into_inner().map_err(|e| err(e.into_error()))?;
+    berth_fs::persist(tmp, output).map_err(err)
 }
 
 fn header(size: u64) -> tar::Header {

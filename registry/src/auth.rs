@@ -214,24 +214,8 @@ fn write_private(path: &Path, file: &AuthFile) -> Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| RegistryError::io("cannot create", dir, e))?;
-    // tempfile creates files 0600 on unix; the permission is set again
-    // explicitly so the promise does not rest on a library default.
-    let tmp = tempfile::Builder::new()
-        .prefix(".auth-")
-        .tempfile_in(dir)
-        .map_err(|e| RegistryError::io("cannot create a temp file in", dir, e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o600))
-            .map_err(|e| RegistryError::io("cannot set permissions of", tmp.path(), e))?;
-    }
-    fs::write(tmp.path(), &bytes).map_err(|e| RegistryError::io("cannot write", tmp.path(), e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| RegistryError::io("cannot sync", tmp.path(), e))?;
-    tmp.persist(path)
-        .map_err(|e| RegistryError::io("cannot write", path, e.error))?;
+    // Owner-only: the file holds credentials.
+    berth_fs::write_atomic(path, &bytes).map_err(|e| RegistryError::io("cannot write", path, e))?;
     Ok(())
 }
 

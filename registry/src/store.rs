@@ -116,13 +116,7 @@ impl BlobWriter {
 
 /// Fsyncs a complete blob and moves it into place.
 fn persist_blob(tmp: tempfile::NamedTempFile, target: &Path) -> Result<()> {
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| RegistryError::io("cannot sync", tmp.path(), e))?;
-    tmp.persist(target)
-        .map_err(|e| RegistryError::io("cannot write", target, e.error))?;
-    sync_dir(target.parent());
-    Ok(())
+    berth_fs::persist(tmp, target).map_err(|e| RegistryError::io("cannot write", target, e))
 }
 
 impl Store {
@@ -560,27 +554,6 @@ fn resolve_in(index: &Index, value: &str) -> Result<String> {
 /// Writes `bytes` to `target` through a temp file in `tmp_dir` (same
 /// filesystem), fsynced before the rename.
 pub(crate) fn write_atomic(tmp_dir: &Path, target: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(tmp_dir)
-        .map_err(|e| RegistryError::io("cannot create a temp file in", tmp_dir, e))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| RegistryError::io("cannot write", tmp.path(), e))?;
-    tmp.persist(target)
-        .map_err(|e| RegistryError::io("cannot write", target, e.error))?;
-    sync_dir(target.parent());
-    Ok(())
-}
-
-/// Makes a rename durable on unix; directories cannot be fsynced on Windows.
-fn sync_dir(dir: Option<&Path>) {
-    #[cfg(unix)]
-    if let Some(dir) = dir
-        && let Ok(f) = File::open(dir)
-    {
-        let _ = f.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
+    berth_fs::write_atomic_in(tmp_dir, target, |file| file.write_all(bytes))
+        .map_err(|e| RegistryError::io("cannot write", target, e))
 }

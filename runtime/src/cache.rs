@@ -224,13 +224,11 @@ impl CompileCache {
 
     fn store(&self, path: &Path, payload: &[u8]) -> std::io::Result<()> {
         create_private_dir_all(&self.dir)?;
-        let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        temp.write_all(ENTRY_MAGIC)?;
-        temp.write_all(&Sha256::digest(payload))?;
-        temp.write_all(payload)?;
-        temp.as_file().sync_all()?;
-        temp.persist(path).map_err(|error| error.error)?;
-        Ok(())
+        berth_fs::write_atomic_in(&self.dir, path, |file| {
+            file.write_all(ENTRY_MAGIC)?;
+            file.write_all(&Sha256::digest(payload))?;
+            file.write_all(payload)
+        })
     }
 }
 

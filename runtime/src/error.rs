@@ -58,14 +58,6 @@ pub enum RuntimeError {
         /// Why it was refused.
         reason: String,
     },
-    /// An environment variable specification is malformed.
-    #[error("invalid environment variable {spec:?}: {reason}")]
-    Env {
-        /// The text as given.
-        spec: String,
-        /// What is wrong and what is accepted.
-        reason: String,
-    },
     /// The program does not have the requested entry point.
     #[error("{origin} {reason}")]
     Entrypoint {

@@ -60,26 +60,6 @@ const RESOLVE_TTL: Duration = Duration::from_secs(30);
 /// Why a network setting is invalid or cannot be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    /// A `-p` value is malformed.
-    #[error(
-        "invalid port mapping {spec:?}: expected [HOSTIP:]HOSTPORT:CONTAINERPORT, e.g. 8080:8080 or 127.0.0.1:10080:8080"
-    )]
-    Publish {
-        /// The text as given.
-        spec: String,
-    },
-    /// An `--allow-outbound` value is malformed.
-    #[error("invalid outbound rule {spec:?}: expected HOST or HOST:PORT, e.g. api.example.com:443")]
-    Outbound {
-        /// The text as given.
-        spec: String,
-    },
-    /// An exposed port (image `EXPOSE`) is malformed.
-    #[error("invalid exposed port {spec:?}: expected PORT or PORT/tcp, e.g. 8080/tcp")]
-    Expose {
-        /// The text as given.
-        spec: String,
-    },
     /// A host address cannot be listened on (e.g. the port is in use).
     #[error("cannot listen on {addr}: {reason}")]
     Listen {
@@ -129,30 +109,6 @@ pub struct PortMapping {
 }
 
 impl PortMapping {
-    /// Parses docker's `[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp]` (IPv6 host
-    /// addresses in brackets); HOSTIP defaults to 0.0.0.0, as docker's.
-    pub fn parse(text: &str) -> Result<Self, NetError> {
-        let bad = || NetError::Publish {
-            spec: text.to_owned(),
-        };
-        let spec = text.strip_suffix("/tcp").unwrap_or(text);
-        let (host_part, container) = spec.rsplit_once(':').ok_or_else(bad)?;
-        let container_port: u16 = container.parse().map_err(|_| bad())?;
-        let (ip, host_port) = match host_part.rsplit_once(':') {
-            Some((ip, port)) => (ip.trim_start_matches('[').trim_end_matches(']'), port),
-            None => ("0.0.0.0", host_part),
-        };
-        let ip: IpAddr = ip.parse().map_err(|_| bad())?;
-        let host_port: u16 = host_port.parse().map_err(|_| bad())?;
-        if container_port == 0 {
-            return Err(bad());
-        }
-        Ok(PortMapping {
-            host: SocketAddr::new(ip, host_port),
-            container_port,
-        })
-    }
-
     /// As docker's PORTS column shows it: `127.0.0.1:8080->8080/tcp`.
     pub fn describe(&self) -> String {
         format!("{}->{}/tcp", self.host, self.container_port)
@@ -169,33 +125,6 @@ pub struct OutboundRule {
 }
 
 impl OutboundRule {
-    /// Parses `HOST` or `HOST:PORT` (IPv6 as `[::1]:8080`).
-    pub fn parse(text: &str) -> Result<Self, NetError> {
-        let bad = || NetError::Outbound {
-            spec: text.to_owned(),
-        };
-        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-            let (host, tail) = rest.split_once(']').ok_or_else(bad)?;
-            match tail.strip_prefix(':') {
-                Some(port) => (host, Some(port.parse().map_err(|_| bad())?)),
-                None if tail.is_empty() => (host, None),
-                None => return Err(bad()),
-            }
-        } else {
-            match text.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port.parse().map_err(|_| bad())?)),
-                None => (text, None),
-            }
-        };
-        if host.is_empty() || host.contains(['/', ' ']) {
-            return Err(bad());
-        }
-        Ok(OutboundRule {
-            host: host.to_ascii_lowercase(),
-            port,
-        })
-    }
-
     /// Whether the rule allows `host` (a name or IP, as written in a URL)
     /// on `port`.
     pub fn allows(&self, host: &str, port: u16) -> bool {
@@ -229,20 +158,6 @@ pub struct NetworkPolicy {
 }
 
 impl NetworkPolicy {
-    /// Parses an image's exposed port (`8080/tcp`, `8080`). UDP ports give
-    /// `None`: berth publishes TCP only.
-    pub fn parse_exposed(spec: &str) -> Result<Option<u16>, NetError> {
-        let (port, protocol) = spec.split_once('/').unwrap_or((spec, "tcp"));
-        let port = port.parse::<u16>().ok().filter(|port| *port != 0);
-        match (port, protocol.to_ascii_lowercase().as_str()) {
-            (Some(port), "tcp") => Ok(Some(port)),
-            (Some(_), "udp" | "sctp") => Ok(None),
-            _ => Err(NetError::Expose {
-                spec: spec.to_owned(),
-            }),
-        }
-    }
-
     /// Whether the guest may listen on any port.
     pub fn listens(&self) -> bool {
         !self.publish.is_empty() || !self.expose.is_empty()
@@ -588,46 +503,6 @@ fn port_holder(_port: u16) -> Option<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_port_mappings() {
-        let mapping = PortMapping::parse("127.0.0.1:10080:8080").expect("valid");
-        assert_eq!(mapping.host, "127.0.0.1:10080".parse().expect("addr"));
-        assert_eq!(mapping.container_port, 8080);
-        let mapping = PortMapping::parse("9000:7000/tcp").expect("valid");
-        assert_eq!(mapping.host, "0.0.0.0:9000".parse().expect("addr"));
-        assert_eq!(mapping.describe(), "0.0.0.0:9000->7000/tcp");
-        let mapping = PortMapping::parse("[::1]:9000:7000").expect("valid");
-        assert_eq!(mapping.host, "[::1]:9000".parse().expect("addr"));
-        for bad in ["8080", "x:8080", "8080:0", "1.2.3:80:80", "80:80/udp"] {
-            let error = PortMapping::parse(bad).expect_err(bad);
-            assert!(error.to_string().contains(&format!("{bad:?}")), "{error}");
-        }
-    }
-
-    #[test]
-    fn parses_exposed_ports() {
-        assert_eq!(
-            NetworkPolicy::parse_exposed("8080/tcp").ok(),
-            Some(Some(8080))
-        );
-        assert_eq!(NetworkPolicy::parse_exposed("7000").ok(), Some(Some(7000)));
-        assert_eq!(NetworkPolicy::parse_exposed("53/udp").ok(), Some(None));
-        assert!(NetworkPolicy::parse_exposed("http/tcp").is_err());
-        assert!(NetworkPolicy::parse_exposed("0/tcp").is_err());
-    }
-
-    #[test]
-    fn parses_outbound_rules() {
-        let rule = OutboundRule::parse("API.example.com:443").expect("valid");
-        assert_eq!(rule.host, "api.example.com");
-        assert!(rule.allows("api.example.com", 443));
-        assert!(!rule.allows("api.example.com", 80));
-        let rule = OutboundRule::parse("[::1]").expect("valid");
-        assert!(rule.allows("[::1]", 8080));
-        assert!(OutboundRule::parse("a b").is_err());
-        assert!(OutboundRule::parse("host:port").is_err());
-    }
-
     fn guard(policy: NetworkPolicy) -> Arc<SocketGuard> {
         policy.grant(&mut WasiCtxBuilder::new())
     }
@@ -635,7 +510,10 @@ mod tests {
     #[test]
     fn binds_follow_the_policy() {
         let guard = guard(NetworkPolicy {
-            publish: vec![PortMapping::parse("127.0.0.1:9000:7000").expect("valid")],
+            publish: vec![PortMapping {
+                host: "127.0.0.1:9000".parse().expect("addr"),
+                container_port: 7000,
+            }],
             expose: vec![7000, 8080],
             outbound: Vec::new(),
         });
@@ -679,8 +557,14 @@ mod tests {
         assert!(!guard(NetworkPolicy::default()).may_resolve("api.example.com"));
         let guard = guard(NetworkPolicy {
             outbound: vec![
-                OutboundRule::parse("api.example.com:443").expect("valid"),
-                OutboundRule::parse("127.0.0.1:8080").expect("valid"),
+                OutboundRule {
+                    host: "api.example.com".into(),
+                    port: Some(443),
+                },
+                OutboundRule {
+                    host: "127.0.0.1".into(),
+                    port: Some(8080),
+                },
             ],
             ..NetworkPolicy::default()
         });
@@ -707,8 +591,14 @@ mod tests {
             publish: Vec::new(),
             expose: vec![7000],
             outbound: vec![
-                OutboundRule::parse("127.0.0.1:8443").expect("valid"),
-                OutboundRule::parse("localhost:9443").expect("valid"),
+                OutboundRule {
+                    host: "127.0.0.1".into(),
+                    port: Some(8443),
+                },
+                OutboundRule {
+                    host: "localhost".into(),
+                    port: Some(9443),
+                },
             ],
         });
         let bound: SocketAddr = "127.0.0.1:45000".parse().expect("addr");

@@ -2,12 +2,11 @@
 //! directory, limits, stdio and network access. Everything is denied unless listed here:
 //! no host file, environment variable or socket reaches a guest otherwise.
 //!
-//! The parsers for the user-facing forms (`HOST:GUEST[:ro]`, `KEY=VALUE`,
-//! env files) live here so that the CLI, the daemon and the shim agree.
+//! The user-facing forms (`HOST:GUEST[:ro]`, `KEY=VALUE`, env files) are
+//! parsed by the container library (`berth-container`), not here.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::RuntimeError;
 use crate::limits::Limits;
 use crate::net::NetworkPolicy;
 use crate::stdio::{Output, Stdin};
@@ -22,60 +21,6 @@ pub struct Mount {
     pub guest: String,
     /// Whether writes are refused.
     pub read_only: bool,
-}
-
-impl Mount {
-    /// Parses docker's `HOST:GUEST[:ro|:rw]` and checks that HOST is an
-    /// existing directory.
-    ///
-    /// The split is made at the last `:` that is followed by `/`, so Windows
-    /// host paths such as `C:\data:/data` work.
-    pub fn parse(spec: &str) -> Result<Mount, RuntimeError> {
-        let invalid = |reason: String| RuntimeError::Volume {
-            spec: spec.to_owned(),
-            reason,
-        };
-        let (rest, read_only) = if let Some(rest) = spec.strip_suffix(":ro") {
-            (rest, true)
-        } else if let Some(rest) = spec.strip_suffix(":rw") {
-            (rest, false)
-        } else {
-            (spec, false)
-        };
-        let split = rest
-            .rmatch_indices(":/")
-            .next()
-            .map(|(index, _)| index)
-            .ok_or_else(|| {
-                invalid("expected HOST:GUEST or HOST:GUEST:ro with an absolute GUEST path, e.g. ./data:/data:ro".into())
-            })?;
-        let (host, guest) = (&rest[..split], &rest[split + 1..]);
-        if host.is_empty() {
-            return Err(invalid(
-                "the host directory is empty; expected HOST:GUEST[:ro]".into(),
-            ));
-        }
-        let guest = normalize_guest_path(guest).ok_or_else(|| {
-            invalid(format!(
-                "guest path {guest:?} must be absolute and must not contain '..'"
-            ))
-        })?;
-        let host_path = Path::new(host);
-        let metadata = std::fs::metadata(host_path)
-            .map_err(|error| invalid(format!("host directory {host:?} cannot be used: {error}")))?;
-        if !metadata.is_dir() {
-            return Err(invalid(format!(
-                "host path {host:?} is not a directory; berth mounts directories only"
-            )));
-        }
-        let host = std::fs::canonicalize(host_path)
-            .map_err(|error| invalid(format!("cannot resolve host directory {host:?}: {error}")))?;
-        Ok(Mount {
-            host,
-            guest,
-            read_only,
-        })
-    }
 }
 
 /// Normalizes an absolute guest path: collapses `//` and `.`, strips a
@@ -94,52 +39,6 @@ pub fn normalize_guest_path(path: &str) -> Option<String> {
         }
     }
     Some(format!("/{}", parts.join("/")))
-}
-
-/// Parses `KEY=VALUE`. A bare `KEY` takes the host's value, as docker does,
-/// and is skipped when the host has none. Returns `None` for that skip.
-pub fn parse_env(spec: &str) -> Result<Option<(String, String)>, RuntimeError> {
-    let (key, value) = match spec.split_once('=') {
-        Some((key, value)) => (key, Some(value)),
-        None => (spec, None),
-    };
-    if key.is_empty() || key.contains('\0') || value.is_some_and(|v| v.contains('\0')) {
-        return Err(RuntimeError::Env {
-            spec: spec.to_owned(),
-            reason: "expected KEY=VALUE (or KEY to pass the host's value) with a non-empty KEY"
-                .into(),
-        });
-    }
-    Ok(match value {
-        Some(value) => Some((key.to_owned(), value.to_owned())),
-        None => std::env::var(key).ok().map(|value| (key.to_owned(), value)),
-    })
-}
-
-/// Parses a docker env file: one `KEY=VALUE` or `KEY` per line, `#`
-/// comments and blank lines ignored. Errors name the file and line.
-pub fn parse_env_file(path: &Path) -> Result<Vec<(String, String)>, RuntimeError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| RuntimeError::io("cannot read env file", path, source))?;
-    let mut vars = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let line = line.trim_start();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        match parse_env(line) {
-            Ok(Some(var)) => vars.push(var),
-            Ok(None) => {}
-            Err(RuntimeError::Env { spec, reason }) => {
-                return Err(RuntimeError::Env {
-                    spec,
-                    reason: format!("{reason} (in {} line {})", path.display(), index + 1),
-                });
-            }
-            Err(other) => return Err(other),
-        }
-    }
-    Ok(vars)
 }
 
 /// Which code the sandbox runs.
@@ -233,69 +132,6 @@ impl SandboxSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_volumes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let host = dir.path().display().to_string();
-        let mount = Mount::parse(&format!("{host}:/data:ro")).expect("valid");
-        assert_eq!(mount.guest, "/data");
-        assert!(mount.read_only);
-        let mount = Mount::parse(&format!("{host}:/")).expect("root");
-        assert_eq!(mount.guest, "/");
-        assert!(!mount.read_only);
-        let mount = Mount::parse(&format!("{host}://a/./b/")).expect("normalized");
-        assert_eq!(mount.guest, "/a/b");
-    }
-
-    #[test]
-    fn rejects_bad_volumes_with_the_value() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let host = dir.path().display().to_string();
-        let missing = format!("{host}/missing:/data");
-        for spec in [
-            "nocolon".to_owned(),
-            format!("{host}:relative"),
-            format!("{host}:/a/../b"),
-            ":/data".to_owned(),
-            missing,
-        ] {
-            let error = Mount::parse(&spec).expect_err(&spec);
-            assert!(error.to_string().contains(&format!("{spec:?}")), "{error}");
-        }
-    }
-
-    #[test]
-    fn env_parsing() {
-        assert_eq!(
-            parse_env("A=b=c").ok().flatten(),
-            Some(("A".into(), "b=c".into()))
-        );
-        assert_eq!(
-            parse_env("A=").ok().flatten(),
-            Some(("A".into(), String::new()))
-        );
-        assert!(parse_env("=x").is_err());
-        assert_eq!(
-            parse_env("BERTH_SURELY_UNSET_VARIABLE").ok().flatten(),
-            None
-        );
-    }
-
-    #[test]
-    fn env_file_reports_line_numbers() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("env");
-        std::fs::write(&path, "# comment\n\nA=1\nB=two words\n=bad\n").expect("write");
-        let error = parse_env_file(&path).expect_err("line 5 is bad");
-        assert!(error.to_string().contains("line 5"), "{error}");
-        std::fs::write(&path, "A=1\n  B=2\n").expect("write");
-        let vars = parse_env_file(&path).expect("valid");
-        assert_eq!(
-            vars,
-            vec![("A".into(), "1".into()), ("B".into(), "2".into())]
-        );
-    }
 
     #[test]
     fn mounts_match_whole_components_and_the_deepest_wins() {

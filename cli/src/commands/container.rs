@@ -9,13 +9,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use berth_container::logs::{LogEntry, LogFollower, LogStream};
+use berth_container::records::{ContainerRecord, FileRecords, RecordStore};
+use berth_container::spec::validate_name;
+use berth_container::time::parse_rfc3339;
+use berth_container::{Container, ContainerState, RestartPolicy, Status};
+
 use crate::EXIT_BERTH_ERROR;
-use crate::commands::run::RunArgs;
-use crate::containers::{
-    Container, ContainerConfig, ContainerState, FORMAT_VERSION, LogEntry, LogFollower, LogStream,
-    RestartPolicy, Status, Store, elapsed_since, human_duration, now_rfc3339, short_id,
-    validate_name,
-};
+use crate::commands::run::{RunArgs, host_env};
 use crate::supervisor::{self, START_WAIT, is_active, observed};
 
 /// Flags of `berth ps`.
@@ -102,156 +103,27 @@ pub fn run_detached(args: RunArgs) -> Result<u8> {
     if let Some(name) = &args.name {
         validate_name(name)?;
     }
-    let raw: Vec<String> = std::env::args_os()
-        .map(|arg| arg.to_string_lossy().into_owned())
-        .collect();
-    let Some(run_at) = raw.iter().skip(1).position(|arg| arg == "run") else {
-        bail!("cannot find the run arguments on the command line");
-    };
-    let argv = container_argv(&raw[run_at + 2..]);
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-
-    let store = Store::open()?;
-    let id = store.new_id();
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("berth-{}", short_id(&id)));
-    let config = ContainerConfig {
-        version: FORMAT_VERSION,
-        id: id.clone(),
-        name,
-        created: now_rfc3339(),
-        argv,
-        cwd,
-        image: args.file().to_owned(),
-        command: args.args().to_vec(),
-        image_argv: crate::commands::run::local_image_argv(&args),
-        ports: args.ports(),
-        restart: args.restart,
-        auto_remove: args.auto_remove,
-        interactive: args.interactive,
-    };
-    let container = store.create(&config)?;
+    // Resolved here, once: `-e KEY` takes this environment's value, and
+    // relative paths this directory, so that a later `berth start` from
+    // anywhere runs the same container.
+    let spec = args.to_spec(host_env, true)?;
+    let store = crate::home::open_records()?;
+    let mut record = ContainerRecord::new(store.new_id(), spec);
+    record.image_argv = crate::commands::run::local_image_argv(&record.spec);
+    let container = store.create(&record)?;
     if let Err(error) = supervisor::start(&store, &container, START_WAIT) {
-        if config.auto_remove {
+        if record.spec.auto_remove {
             let _ = store.remove(&container);
         }
         return Err(error);
     }
-    println!("{id}");
+    println!("{}", record.id);
     Ok(0)
-}
-
-/// Flags that only shape the container record, not the run itself.
-const RECORD_ONLY: [&str; 4] = ["detach", "name", "auto_remove", "restart"];
-
-/// The `berth run` arguments (after `run`) a container's supervisor
-/// repeats: without `-d`, `--name`, `--rm` and `--restart`, options in
-/// their `--long=VALUE` form, and `-e KEY` resolved from this environment
-/// so that a later `berth start` runs with the same values.
-pub(crate) fn container_argv(argv: &[String]) -> Vec<String> {
-    let command = RunArgs::augment_args(clap::Command::new("run"));
-    let options: Vec<&clap::Arg> = command
-        .get_arguments()
-        .filter(|arg| !arg.is_positional())
-        .collect();
-    let by_long = |name: &str| {
-        options
-            .iter()
-            .copied()
-            .find(|arg| arg.get_long() == Some(name))
-    };
-    let by_short = |c: char| {
-        options
-            .iter()
-            .copied()
-            .find(|arg| arg.get_short() == Some(c))
-    };
-    let mut out = Vec::new();
-    let mut next = 0;
-    while next < argv.len() {
-        let token = &argv[next];
-        next += 1;
-        if token == "--" || token == "-" || !token.starts_with('-') {
-            // FILE|IMAGE: it and everything after it belong to the program.
-            out.push(token.clone());
-            out.extend_from_slice(&argv[next..]);
-            break;
-        }
-        if let Some(long) = token.strip_prefix("--") {
-            let (name, inline) = match long.split_once('=') {
-                Some((name, value)) => (name, Some(value.to_owned())),
-                None => (long, None),
-            };
-            let Some(arg) = by_long(name) else {
-                out.push(token.clone());
-                continue;
-            };
-            let value = if arg.get_action().takes_values() && inline.is_none() {
-                next += 1;
-                argv.get(next - 1).cloned()
-            } else {
-                inline
-            };
-            push_option(&mut out, arg, value);
-            continue;
-        }
-        let mut rest = &token[1..];
-        while let Some(c) = rest.chars().next() {
-            rest = &rest[c.len_utf8()..];
-            let Some(arg) = by_short(c) else {
-                out.push(format!("-{c}"));
-                continue;
-            };
-            if arg.get_action().takes_values() {
-                let value = if rest.is_empty() {
-                    next += 1;
-                    argv.get(next - 1).cloned()
-                } else {
-                    Some(rest.strip_prefix('=').unwrap_or(rest).to_owned())
-                };
-                push_option(&mut out, arg, value);
-                break;
-            }
-            push_option(&mut out, arg, None);
-        }
-    }
-    out
-}
-
-fn push_option(out: &mut Vec<String>, arg: &clap::Arg, value: Option<String>) {
-    let id = arg.get_id().as_str();
-    if RECORD_ONLY.contains(&id) {
-        return;
-    }
-    let flag = match (arg.get_long(), arg.get_short()) {
-        (Some(long), _) => format!("--{long}"),
-        (None, Some(short)) => format!("-{short}"),
-        (None, None) => return,
-    };
-    match value {
-        None => out.push(flag),
-        Some(mut value) => {
-            if id == "env"
-                && !value.contains('=')
-                && let Ok(host) = std::env::var(&value)
-            {
-                value = format!("{value}={host}");
-            }
-            if flag.starts_with("--") {
-                out.push(format!("{flag}={value}"));
-            } else {
-                out.push(flag);
-                out.push(value);
-            }
-        }
-    }
 }
 
 /// `berth ps`.
 pub fn ps_command(args: PsArgs) -> Result<u8> {
-    let store = Store::open()?;
+    let store = crate::home::open_records()?;
     let mut rows = vec![
         [
             "CONTAINER ID",
@@ -266,7 +138,7 @@ pub fn ps_command(args: PsArgs) -> Result<u8> {
     ];
     let mut out = io::stdout().lock();
     for container in store.list()? {
-        let state = observed(&container.dir, &container.state);
+        let state = observed(&store.dir(container.id()), &container.state);
         if !args.all && !is_active(&state) {
             continue;
         }
@@ -276,38 +148,39 @@ pub fn ps_command(args: PsArgs) -> Result<u8> {
             }
             continue;
         }
-        let config = &container.config;
+        let record = &container.record;
         rows.push([
             container.short_id().to_owned(),
-            config.image.clone(),
+            record.spec.target_name(),
             command_column(&container),
             format!(
                 "{} ago",
-                human_duration(elapsed_since(Some(&config.created)))
+                human_duration(elapsed_since(Some(&record.created)))
             ),
             status_column(&state),
-            config.ports.join(", "),
-            config.name.clone(),
+            record.spec.port_descriptions().join(", "),
+            record.name.clone(),
         ]);
     }
     if !args.quiet {
-        let _ = out.write_all(table(&rows).as_bytes());
+        let _ = out.write_all(crate::commands::table(&rows).as_bytes());
     }
     Ok(0)
 }
 
 /// The program and its arguments, quoted and shortened as docker does.
 fn command_column(container: &Container) -> String {
-    let command = match &container.config.image_argv {
+    let record = &container.record;
+    let command = match &record.image_argv {
         Some(argv) => argv.join(" "),
         None => {
-            let image = &container.config.image;
-            let program = std::path::Path::new(image)
+            let image = record.spec.target_name();
+            let program = std::path::Path::new(&image)
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_else(|| image.clone());
             let mut words = vec![program];
-            words.extend(container.config.command.iter().cloned());
+            words.extend(record.spec.args.iter().cloned());
             words.join(" ")
         }
     };
@@ -336,35 +209,12 @@ fn status_column(state: &ContainerState) -> String {
     }
 }
 
-/// Left-aligned columns three spaces apart.
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut text = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (column, cell) in row.iter().enumerate() {
-            line.push_str(cell);
-            if column + 1 < N {
-                let pad = widths[column] - cell.chars().count() + 3;
-                line.extend(std::iter::repeat_n(' ', pad));
-            }
-        }
-        text.push_str(line.trim_end());
-        text.push('\n');
-    }
-    text
-}
-
 /// `berth logs`.
 pub fn logs_command(args: LogsArgs) -> Result<u8> {
-    let store = Store::open()?;
+    let store = crate::home::open_records()?;
     let container = store.resolve(&args.container)?;
-    let (mut follower, entries) = LogFollower::open(&container.dir)
+    let dir = store.dir(container.id());
+    let (mut follower, entries) = LogFollower::open(&dir)
         .with_context(|| format!("cannot read the log of {}", args.container))?;
     let skip = entries
         .len()
@@ -378,8 +228,8 @@ pub fn logs_command(args: LogsArgs) -> Result<u8> {
     loop {
         // Look at the state first: the supervisor writes every line before
         // it records the exit, so nothing is missed.
-        let done = match store.read_state(&container.config.id)? {
-            Some(state) => !is_active(&observed(&container.dir, &state)),
+        let done = match store.read_state(container.id())? {
+            Some(state) => !is_active(&observed(&dir, &state)),
             None => true,
         };
         let entries = follower
@@ -412,8 +262,11 @@ fn print_entries(entries: &[LogEntry], timestamps: bool) -> io::Result<()> {
 
 /// Runs `action` for each reference, printing the reference on success
 /// and `berth: ERROR` otherwise; exit 125 if any failed.
-fn each(references: &[String], mut action: impl FnMut(&Store, &str) -> Result<()>) -> Result<u8> {
-    let store = Store::open()?;
+fn each(
+    references: &[String],
+    mut action: impl FnMut(&FileRecords, &str) -> Result<()>,
+) -> Result<u8> {
+    let store = crate::home::open_records()?;
     let mut failed = false;
     for reference in references {
         match action(&store, reference) {
@@ -443,10 +296,11 @@ pub fn start_command(args: StartArgs) -> Result<u8> {
     })
 }
 
-fn start_one(store: &Store, container: &Container) -> Result<()> {
-    if is_active(&observed(&container.dir, &container.state)) {
+fn start_one(store: &FileRecords, container: &Container) -> Result<()> {
+    if is_active(&observed(&store.dir(container.id()), &container.state)) {
         return Ok(());
     }
+    container.record.runnable_spec()?;
     supervisor::start(store, container, START_WAIT)
 }
 
@@ -457,7 +311,7 @@ pub fn restart_command(args: StopArgs) -> Result<u8> {
         let container = store.resolve(reference)?;
         supervisor::stop(store, &container, timeout)?;
         let container = store
-            .load(&container.config.id)
+            .load(container.id())
             .with_context(|| format!("no such container: {reference}"))?;
         start_one(store, &container)
     })
@@ -467,7 +321,7 @@ pub fn restart_command(args: StopArgs) -> Result<u8> {
 pub fn rm_command(args: RmArgs) -> Result<u8> {
     each(&args.containers, |store, reference| {
         let container = store.resolve(reference)?;
-        if is_active(&observed(&container.dir, &container.state)) {
+        if is_active(&observed(&store.dir(container.id()), &container.state)) {
             if !args.force {
                 bail!(
                     "cannot remove container {reference:?}: container is running: stop the container before removing or force remove (rm -f)"
@@ -475,7 +329,7 @@ pub fn rm_command(args: RmArgs) -> Result<u8> {
             }
             supervisor::stop(store, &container, Duration::ZERO)?;
         }
-        store.remove(&container)
+        Ok(store.remove(&container)?)
     })
 }
 
@@ -489,84 +343,71 @@ pub fn supervise_command(id: &str) -> Result<u8> {
 /// record rather than from the command line (where every user could read
 /// its `-e` values).
 pub fn run_recorded_command(id: &str) -> Result<u8> {
-    let store = Store::open()?;
+    let store = crate::home::open_records()?;
     let container = store.load(id)?;
+    let spec = container.record.runnable_spec()?;
+    let dir = store.dir(id);
     // Held until this process exits (the foreground run ends with exit):
     // it lets `stop` tell this process from one that reused its pid.
-    let _lock = supervisor::hold(&container.dir.join(supervisor::PROGRAM_LOCK))
+    let _lock = supervisor::hold(&dir.join(supervisor::PROGRAM_LOCK))
         .context("the container's program is already running")?;
-    crate::commands::run::run_recorded(
-        &container.config.argv,
-        container.dir.join(supervisor::STARTED_FILE),
-    )
+    crate::commands::run::run_recorded(spec, dir.join(supervisor::STARTED_FILE))
+}
+
+/// A duration as docker words it: `Less than a second`, `5 seconds`,
+/// `About a minute`, `3 hours`, `2 days`...
+fn human_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    let minutes = seconds / 60;
+    let hours = minutes / 60;
+    if seconds < 1 {
+        "Less than a second".to_owned()
+    } else if seconds == 1 {
+        "1 second".to_owned()
+    } else if seconds < 60 {
+        format!("{seconds} seconds")
+    } else if minutes == 1 {
+        "About a minute".to_owned()
+    } else if minutes < 60 {
+        format!("{minutes} minutes")
+    } else if hours == 1 {
+        "About an hour".to_owned()
+    } else if hours < 48 {
+        format!("{hours} hours")
+    } else if hours < 24 * 7 * 2 {
+        format!("{} days", hours / 24)
+    } else if hours < 24 * 30 * 2 {
+        format!("{} weeks", hours / 24 / 7)
+    } else if hours < 24 * 365 * 2 {
+        format!("{} months", hours / 24 / 30)
+    } else {
+        format!("{} years", hours / 24 / 365)
+    }
+}
+
+/// How long ago an RFC 3339 time was (zero if unknown or in the future).
+fn elapsed_since(time: Option<&str>) -> Duration {
+    time.and_then(parse_rfc3339)
+        .and_then(|time| std::time::SystemTime::now().duration_since(time).ok())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn strings(words: &[&str]) -> Vec<String> {
-        words.iter().map(|word| (*word).to_owned()).collect()
-    }
+    use berth_container::time::now_rfc3339;
 
     #[test]
-    fn container_argv_drops_record_flags_and_keeps_the_program_args() {
-        let argv = strings(&[
-            "-d",
-            "--name",
-            "web",
-            "-p",
-            "127.0.0.1:8080:8080",
-            "--rm",
-            "-di",
-            "--restart=always",
-            "-m64Mi",
-            "-e",
-            "A=1",
-            "--timeout",
-            "5s",
-            "app.wasm",
-            "-d",
-            "--name",
-            "x",
-        ]);
+    fn durations_read_like_docker() {
         assert_eq!(
-            container_argv(&argv),
-            strings(&[
-                "--publish=127.0.0.1:8080:8080",
-                "--interactive",
-                "--memory=64Mi",
-                "--env=A=1",
-                "--timeout=5s",
-                "app.wasm",
-                "-d",
-                "--name",
-                "x",
-            ])
+            human_duration(Duration::from_millis(300)),
+            "Less than a second"
         );
-    }
-
-    #[test]
-    fn container_argv_resolves_passed_through_variables() {
-        let path = std::env::var("PATH").expect("PATH is set");
-        let argv = strings(&["-e", "PATH", "--env", "BERTH_SURELY_UNSET_VAR", "a.wasm"]);
-        assert_eq!(
-            container_argv(&argv),
-            vec![
-                format!("--env=PATH={path}"),
-                "--env=BERTH_SURELY_UNSET_VAR".to_owned(),
-                "a.wasm".to_owned(),
-            ]
-        );
-    }
-
-    #[test]
-    fn table_aligns_columns() {
-        let rows = [
-            ["A".to_owned(), "BB".to_owned(), "C".to_owned()],
-            ["aaaa".to_owned(), "b".to_owned(), String::new()],
-        ];
-        assert_eq!(table(&rows), "A      BB   C\naaaa   b\n");
+        assert_eq!(human_duration(Duration::from_secs(5)), "5 seconds");
+        assert_eq!(human_duration(Duration::from_secs(90)), "About a minute");
+        assert_eq!(human_duration(Duration::from_secs(3 * 3600)), "3 hours");
+        assert_eq!(human_duration(Duration::from_secs(3 * 86_400)), "3 days");
     }
 
     #[test]

@@ -198,17 +198,14 @@ pub fn build_command(args: BuildArgs) -> Result<u8> {
     options.format = ImageFormat::parse(&args.format)?;
     let mut build_args = BTreeMap::new();
     for spec in &args.build_args {
-        let (key, value) = match spec.split_once('=') {
-            Some((key, value)) => (key.to_owned(), value.to_owned()),
-            None => match std::env::var(spec) {
-                Ok(value) => (spec.clone(), value),
-                Err(_) => continue,
-            },
-        };
-        if key.is_empty() {
-            bail!("invalid --build-arg {spec:?}: expected KEY=VALUE");
+        // A bare KEY passes this environment's value, as with `run -e`.
+        match berth_container::flags::parse_env(spec, crate::commands::run::host_env) {
+            Ok(Some((key, value))) => {
+                build_args.insert(key, value);
+            }
+            Ok(None) => {}
+            Err(_) => bail!("invalid --build-arg {spec:?}: expected KEY=VALUE"),
         }
-        build_args.insert(key, value);
     }
     options.build_args = build_args;
     let outcome = build(&store, &options)?;
@@ -274,23 +271,8 @@ pub fn images_command(args: ImagesArgs) -> Result<u8> {
             human_size(image.size),
         ]);
     }
-    print_table(&rows);
+    print!("{}", crate::commands::table(&rows));
     Ok(0)
-}
-
-fn print_table(rows: &[Vec<String>]) {
-    let columns = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..columns)
-        .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        println!("{}", line.join("   ").trim_end());
-    }
 }
 
 /// Runs `berth tag`.

@@ -10,23 +10,20 @@
 //! to the program, unchanged, as with `docker run` and `wasmtime run`
 //! (`berth run app.wasm -m 5` passes `-m 5` to the program).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use berth_registry::RegistryError;
-use berth_registry::unpack::UnpackLimits;
-use berth_runtime::http::{HandlerConfig, HttpListener, ListenerConfig};
+use berth_container::flags::{
+    parse_env, parse_env_file, parse_mount, parse_outbound_rule, parse_port_mapping, parse_workdir,
+};
+use berth_container::resolve::{self, Resolved};
+use berth_container::spec::{HttpSettings, LimitsSpec};
+use berth_container::{ContainerSpec, PullPolicy, RestartPolicy, Target};
 use berth_runtime::limits::CpuClock;
 use berth_runtime::quantity::{parse_cpus, parse_duration, parse_memory};
-use berth_runtime::spec::{normalize_guest_path, parse_env, parse_env_file};
-use berth_runtime::{
-    EngineChoice, Entrypoint, ExitStatus, KillMode, Limits, Mount, NetworkPolicy, OutboundRule,
-    Output, PoolSizing, PortMapping, Runtime, RuntimeConfig, SandboxSpec, Stdin, program,
-};
+use berth_runtime::{Limits, OutboundRule, Output, PortMapping, Stdin, program, shared_engine};
 use clap::Args;
-
-use crate::containers::RestartPolicy;
 
 /// Flags of `berth run`.
 #[derive(Debug, Args)]
@@ -114,16 +111,11 @@ pub struct RunArgs {
     pub(crate) auto_remove: bool,
 
     /// Restart policy (with -d): no, on-failure[:N] or always.
-    #[arg(long = "restart", value_name = "POLICY", default_value = "no", value_parser = RestartPolicy::parse)]
+    #[arg(long = "restart", value_name = "POLICY", default_value = "no", value_parser = parse_restart)]
     pub(crate) restart: RestartPolicy,
 
-    /// Created once the program is loaded (and, when serving, the port is
-    /// bound): how a container's supervisor learns that it started.
-    #[arg(skip)]
-    started_file: Option<PathBuf>,
-
     /// When to pull IMAGE: missing (default), always or never.
-    #[arg(long = "pull", value_name = "POLICY", default_value = "missing")]
+    #[arg(long = "pull", value_name = "POLICY", default_value = "missing", value_parser = parse_pull)]
     pull: PullPolicy,
 
     /// Override the image's ENTRYPOINT (the wasm path inside the image).
@@ -146,53 +138,19 @@ pub struct RunArgs {
 }
 
 fn parse_publish(text: &str) -> Result<PortMapping, String> {
-    PortMapping::parse(text).map_err(|error| error.to_string())
+    parse_port_mapping(text).map_err(|error| error.to_string())
 }
 
 fn parse_outbound(text: &str) -> Result<OutboundRule, String> {
-    OutboundRule::parse(text).map_err(|error| error.to_string())
+    parse_outbound_rule(text).map_err(|error| error.to_string())
 }
 
-/// When `berth run IMAGE` pulls, as docker's `--pull`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PullPolicy {
-    /// Pull only when the image is not in the local store.
-    Missing,
-    /// Always pull (and fail if the registry cannot be reached).
-    Always,
-    /// Never pull: use the local store only.
-    Never,
+fn parse_restart(text: &str) -> Result<RestartPolicy, String> {
+    RestartPolicy::parse(text).map_err(|error| error.to_string())
 }
 
-/// What to run, resolved from the command line and (for images) the
-/// image's configuration.
-struct Resolved {
-    path: PathBuf,
-    /// How messages name the program: the file as given, or its path in
-    /// the image.
-    origin: String,
-    entrypoint: Entrypoint,
-    program_name: String,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    mounts: Vec<Mount>,
-    workdir: Option<String>,
-    /// Ports the image EXPOSEs.
-    expose: Vec<u16>,
-    /// The container's private /tmp; removed when the run ends.
-    scratch: Option<tempfile::TempDir>,
-}
-
-/// Whether `file` names a file on disk (rather than an image).
-fn is_file_target(file: &str) -> bool {
-    let (path, _) = split_entrypoint(file);
-    path.exists()
-        || file.ends_with(".wasm")
-        || file.ends_with(".wat")
-        || file.starts_with('.')
-        || file.starts_with('/')
-        || file.contains('\\')
-        || file.contains('#')
+fn parse_pull(text: &str) -> Result<PullPolicy, String> {
+    PullPolicy::parse(text).map_err(|error| error.to_string())
 }
 
 impl RunArgs {
@@ -206,10 +164,70 @@ impl RunArgs {
         self.program.get(1..).unwrap_or_default()
     }
 
-    /// Published ports, as docker's PORTS column shows them.
-    pub(crate) fn ports(&self) -> Vec<String> {
-        self.publish.iter().map(PortMapping::describe).collect()
+    /// The container these flags describe. `-e KEY` and bare `KEY` lines
+    /// of env files take their values from `lookup` (the CLI passes its own
+    /// environment), volumes are checked and resolved, and with `absolute`
+    /// a file target's path is made absolute, so that the spec means the
+    /// same thing wherever and whenever it runs.
+    pub(crate) fn to_spec(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+        absolute: bool,
+    ) -> Result<ContainerSpec> {
+        if self.max_concurrency == 0 {
+            bail!("invalid --max-concurrency 0: expected at least 1");
+        }
+        let mut target = resolve::target_of(self.file(), self.pull);
+        if absolute && let Target::File { path, .. } = &mut target {
+            *path = std::path::absolute(&*path)
+                .with_context(|| format!("cannot resolve {}", path.display()))?;
+        }
+        let mut env = Vec::new();
+        for file in &self.env_file {
+            env.extend(parse_env_file(file, &lookup)?);
+        }
+        for spec in &self.env {
+            env.extend(parse_env(spec, &lookup)?);
+        }
+        let mounts = self
+            .volume
+            .iter()
+            .map(|spec| parse_mount(spec))
+            .collect::<Result<_, _>>()?;
+        Ok(ContainerSpec {
+            name: self.name.clone(),
+            target,
+            entrypoint: self.entrypoint.clone(),
+            args: self.args().to_vec(),
+            env,
+            mounts,
+            workdir: self.workdir.as_deref().map(parse_workdir).transpose()?,
+            ports: self.publish.clone(),
+            outbound: self.allow_outbound.clone(),
+            limits: LimitsSpec {
+                memory_bytes: self.memory,
+                cpus: self.cpus,
+                timeout: self.timeout,
+            },
+            http: HttpSettings {
+                request_timeout: self.request_timeout,
+                max_concurrency: self.max_concurrency,
+                header_timeout: self.header_timeout,
+                idle_timeout: self.idle_timeout,
+                max_connections: self.max_connections,
+                stop_timeout: self.stop_timeout,
+            },
+            restart: self.restart,
+            interactive: self.interactive,
+            auto_remove: self.auto_remove,
+        })
     }
+}
+
+/// The value of a variable in this process's environment: what `-e KEY`
+/// passes on, read once, where the user typed it.
+pub(crate) fn host_env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
 }
 
 /// Runs the program and returns the exit code to use.
@@ -222,31 +240,19 @@ pub fn run(args: RunArgs) -> Result<u8> {
             "--name and --restart apply to containers run in the background: add -d (a foreground run keeps no record)"
         );
     }
-    run_foreground(args)
+    run_foreground(&args.to_spec(host_env, false)?, None)
 }
 
-/// Runs a container's program in the foreground for its supervisor:
-/// `argv` is the recorded run request (the `berth run` arguments after
-/// `run`), and `started_file` is created once the program started.
-pub(crate) fn run_recorded(argv: &[String], started_file: PathBuf) -> Result<u8> {
-    use clap::FromArgMatches;
-    let command = RunArgs::augment_args(clap::Command::new("run").no_binary_name(true));
-    let invalid = |error: clap::Error| {
-        anyhow::anyhow!(
-            "the container's recorded run request is invalid: {}",
-            error.kind()
-        )
-    };
-    let matches = command.try_get_matches_from(argv).map_err(invalid)?;
-    let mut args = RunArgs::from_arg_matches(&matches).map_err(invalid)?;
-    args.started_file = Some(started_file);
-    run_foreground(args)
+/// Runs a container's program in the foreground for its supervisor, from
+/// its recorded spec; `started_file` is created once the program started.
+pub(crate) fn run_recorded(spec: &ContainerSpec, started_file: PathBuf) -> Result<u8> {
+    run_foreground(spec, Some(&started_file))
 }
 
 /// Creates the started file, if one was asked for.
-fn notify_started(args: &RunArgs) -> Result<()> {
-    if let Some(path) = &args.started_file {
-        crate::home::private_file()
+fn notify_started(started_file: Option<&std::path::Path>) -> Result<()> {
+    if let Some(path) = started_file {
+        berth_fs::private_file()
             .write(true)
             .create(true)
             .truncate(true)
@@ -258,121 +264,63 @@ fn notify_started(args: &RunArgs) -> Result<()> {
 
 /// Runs the program in this process, with this process's stdin, stdout
 /// and stderr, and returns (or exits with) its exit code.
-fn run_foreground(args: RunArgs) -> Result<u8> {
+fn run_foreground(spec: &ContainerSpec, started_file: Option<&std::path::Path>) -> Result<u8> {
     // --timeout counts from here: compiling is part of the run.
     let started = std::time::Instant::now();
-    let resolved = if is_file_target(args.file()) {
-        let (path, entrypoint) = split_entrypoint(args.file());
-        let program_name = path
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_else(|| args.file().to_owned());
-        Resolved {
-            origin: path.display().to_string(),
-            path,
-            entrypoint,
-            program_name,
-            args: args.args().to_vec(),
-            env: Vec::new(),
-            mounts: Vec::new(),
-            workdir: None,
-            expose: Vec::new(),
-            scratch: None,
+    let resolved = match &spec.target {
+        Target::File { .. } => resolve::resolve_file(spec)?,
+        Target::Image { .. } => {
+            let home = ImageHome::open()?;
+            resolve::resolve_image(spec, &home.images(), &mut |image: &str| {
+                crate::commands::image::pull_image(image, false, false).map_err(Into::into)
+            })?
         }
-    } else {
-        resolve_image(&args)?
     };
-    let mut env = resolved.env.clone();
-    let mut mounts = resolved.mounts.clone();
-    for spec in &args.volume {
-        mounts.push(Mount::parse(spec)?);
-    }
-    for file in &args.env_file {
-        env.extend(parse_env_file(file)?);
-    }
-    for spec in &args.env {
-        env.extend(parse_env(spec)?);
-    }
-    let workdir = match &args.workdir {
-        Some(dir) => Some(normalize_guest_path(dir).with_context(|| {
-            format!(
-                "invalid workdir {dir:?}: expected an absolute guest path without '..', e.g. /app"
-            )
-        })?),
-        None => resolved.workdir.clone(),
-    };
-
     // Only a wasi:http component served on a published port gets the
     // pooling engine; reserving the pool costs a few milliseconds of start-up
     // that socket apps and commands do not need.
     let bytes = program::read_file(&resolved.path)?;
-    let choice = if !args.publish.is_empty() && berth_runtime::http::exports_http_handler(&bytes) {
-        EngineChoice::Serving(PoolSizing {
-            concurrent_instances: u32::try_from(args.max_concurrency).unwrap_or(u32::MAX),
-            max_memory_bytes: args.memory.unwrap_or(4 << 30),
-        })
+    let engine = if !spec.ports.is_empty() && berth_runtime::http::exports_http_handler(&bytes) {
+        berth_runtime::engine::serving_engine(berth_runtime::engine::PoolSizing {
+            concurrent_instances: u32::try_from(spec.http.max_concurrency).unwrap_or(u32::MAX),
+            max_memory_bytes: spec.limits.memory_bytes.unwrap_or(4 << 30),
+        })?
     } else {
-        EngineChoice::Command
+        shared_engine()?
     };
     // The compile starts a few milliseconds into the run, so its deadline
     // falls just after the run's; the sandbox then gets what is left.
-    let cache = crate::home::compile_cache(crate::home::compile_limits(args.timeout)?)?;
-    let runtime = Runtime::new(RuntimeConfig {
-        compile_cache: Some(cache),
-    });
-    let program = runtime.load(&bytes, &resolved.origin, choice)?;
-    if program.is_http_proxy() {
-        return serve(&args, &runtime, &program, &resolved, env, mounts);
+    let cache = crate::home::compile_cache(crate::home::compile_limits(spec.limits.timeout)?)?;
+    let program = program::load_bytes(engine, &bytes, &resolved.origin, Some(&cache))?;
+    if let Some(component) = program.component()
+        && berth_runtime::http::is_http_proxy(engine, component)
+    {
+        return serve(spec, started_file, engine, &program, resolved);
     }
-    let spec = SandboxSpec {
-        program_name: resolved.program_name.clone(),
-        args: resolved.args.clone(),
-        env,
-        mounts,
-        workdir,
-        limits: Limits {
-            memory_bytes: args.memory,
-            cpus: args.cpus,
-            timeout: args.timeout,
-            started: Some(started),
-            // This process runs this one sandbox: its whole CPU time,
-            // file work on tokio's blocking threads included, is the
-            // sandbox's.
-            cpu_clock: CpuClock::Process,
-        },
-        entrypoint: resolved.entrypoint.clone(),
-        stdin: Stdin::Inherit,
-        stdout: Output::Inherit,
-        stderr: Output::Inherit,
-        network: NetworkPolicy {
-            publish: args.publish.clone(),
-            expose: resolved.expose.clone(),
-            outbound: args.allow_outbound.clone(),
-        },
+    let Resolved {
+        sandbox: mut sandbox_spec,
+        scratch,
+        ..
+    } = resolved;
+    sandbox_spec.limits = Limits {
+        memory_bytes: spec.limits.memory_bytes,
+        cpus: spec.limits.cpus,
+        timeout: spec.limits.timeout,
+        started: Some(started),
+        // This process runs this one sandbox: its whole CPU time,
+        // file work on tokio's blocking threads included, is the
+        // sandbox's.
+        cpu_clock: CpuClock::Process,
     };
-    // The guest shares this one thread with the signal and timer driver,
-    // and yields to it every epoch tick; checking the driver at every
-    // yield (rather than every 61st) is what lets Ctrl-C and --timeout act
-    // within a tick or two of a busy guest.
-    let tokio = tokio::runtime::Builder::new_current_thread()
+    sandbox_spec.stdin = Stdin::Inherit;
+    sandbox_spec.stdout = Output::Inherit;
+    sandbox_spec.stderr = Output::Inherit;
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .event_interval(1)
         .build()
         .context("cannot start the async runtime")?;
-    let status = tokio.block_on(async {
-        let handle = runtime.start(&program, spec)?;
-        notify_started(&args)?;
-        Ok::<_, anyhow::Error>(tokio::select! {
-            status = handle.wait() => status,
-            signal = stop_signal() => {
-                // Ctrl-C stops the guest at once, whatever it is doing;
-                // SIGTERM (docker stop) too, as for a native process
-                // without a handler.
-                handle.kill(KillMode::Immediate);
-                ExitStatus { code: signal.exit_code(), ..handle.wait().await }
-            }
-        })
-    })?;
+    notify_started(started_file)?;
+    let status = runtime.block_on(berth_runtime::run(engine, &program, sandbox_spec))?;
     for value in &status.returned {
         println!("{value}");
     }
@@ -392,7 +340,7 @@ fn run_foreground(args: RunArgs) -> Result<u8> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    if let Some(scratch) = resolved.scratch
+    if let Some(scratch) = scratch
         && let Err(error) = scratch.close()
     {
         tracing::warn!(%error, "cannot remove the container's /tmp");
@@ -400,102 +348,42 @@ fn run_foreground(args: RunArgs) -> Result<u8> {
     std::process::exit(i32::from(code));
 }
 
-/// The program an image runs, found in its unpacked root filesystem.
-struct ImageProgram {
-    config: berth_registry::RunConfig,
-    rootfs: PathBuf,
-    /// The program's absolute path inside the image.
-    guest_program: String,
-    /// The program's file on the host.
-    path: PathBuf,
-    /// Arguments after the program.
-    guest_args: Vec<String>,
+/// What the CLI's resolver reads for images: the local store, the rootfs
+/// cache, the scratch directory and the unpack limits, opened once.
+struct ImageHome {
+    store: berth_registry::Store,
+    rootfs_dir: PathBuf,
+    scratch_dir: PathBuf,
+    unpack_limits: berth_registry::unpack::UnpackLimits,
 }
 
-/// Unpacks image `digest` (once, cached) and finds the program its
-/// ENTRYPOINT and CMD name (or `entrypoint`, which replaces both), with
-/// `args` replacing CMD as docker does. `None` when the image names no
-/// program.
-fn image_program(
-    store: &berth_registry::Store,
-    digest: &str,
-    manifest: &berth_registry::image::Manifest,
-    image: &str,
-    entrypoint: Option<&str>,
-    args: &[String],
-) -> Result<Option<ImageProgram>> {
-    let config = berth_registry::image::run_config_of(store, digest, manifest)?;
-    let argv = image_argv(&config, entrypoint, args);
-    let Some((program, guest_args)) = argv.split_first() else {
-        return Ok(None);
-    };
-    let guest_program = normalize_guest_path(program).with_context(|| {
-        format!("the image's entrypoint {program:?} is not an absolute path inside the image")
-    })?;
-    let rootfs = berth_registry::unpack::rootfs_of(
-        store,
-        digest,
-        manifest,
-        &crate::home::rootfs_cache_dir()?,
-        &unpack_limits()?,
-    )?;
-    let path = rootfs.join(guest_program.trim_start_matches('/'));
-    if !path.is_file() {
-        bail!("the image's entrypoint {guest_program} does not exist in image {image:?}");
+impl ImageHome {
+    fn open() -> Result<ImageHome> {
+        Ok(ImageHome {
+            store: crate::home::open_store()?,
+            rootfs_dir: crate::home::rootfs_cache_dir()?,
+            scratch_dir: crate::home::containers_dir()?,
+            unpack_limits: crate::home::unpack_limits()?,
+        })
     }
-    Ok(Some(ImageProgram {
-        config,
-        rootfs,
-        guest_program,
-        path,
-        guest_args: guest_args.to_vec(),
-    }))
+
+    fn images(&self) -> resolve::Images<'_> {
+        resolve::Images {
+            store: &self.store,
+            rootfs_dir: &self.rootfs_dir,
+            scratch_dir: &self.scratch_dir,
+            unpack_limits: &self.unpack_limits,
+        }
+    }
 }
 
 /// For `berth run IMAGE` with IMAGE in the local store: the program and
-/// arguments it will run (ENTRYPOINT, then ARGS or CMD; `--entrypoint`
-/// replacing both), as `berth ps` shows them. `None` for files, images not
-/// pulled yet, or anything unreadable.
-pub(crate) fn local_image_argv(args: &RunArgs) -> Option<Vec<String>> {
-    if is_file_target(args.file()) {
-        return None;
+/// arguments it will run, as `berth ps` shows them.
+pub(crate) fn local_image_argv(spec: &ContainerSpec) -> Option<Vec<String>> {
+    match spec.target {
+        Target::Image { .. } => resolve::local_image_argv(&crate::home::open_store().ok()?, spec),
+        Target::File { .. } => None,
     }
-    let store = crate::home::open_store().ok()?;
-    let (digest, manifest) = store.resolve(args.file()).ok()?;
-    let config = berth_registry::image::run_config_of(&store, &digest, &manifest).ok()?;
-    Some(image_argv(&config, args.entrypoint.as_deref(), args.args()))
-        .filter(|argv| !argv.is_empty())
-}
-
-/// What an image runs, as docker decides it: ENTRYPOINT then ARGS, or CMD
-/// when there are no ARGS; `--entrypoint` replaces ENTRYPOINT and drops CMD.
-fn image_argv(
-    config: &berth_registry::RunConfig,
-    entrypoint: Option<&str>,
-    args: &[String],
-) -> Vec<String> {
-    match entrypoint {
-        Some(path) => berth_registry::RunConfig {
-            entrypoint: vec![path.to_owned()],
-            cmd: Vec::new(),
-            ..config.clone()
-        }
-        .argv(args),
-        None => config.argv(args),
-    }
-}
-
-/// How messages name a program inside an image: `/app/x.wasm in IMAGE`.
-fn image_origin(guest_program: &str, image: &str) -> String {
-    format!("{guest_program} in {image}")
-}
-
-/// The unpack limits: the defaults, or the `BERTH_UNPACK_MAX_*`
-/// environment variables.
-fn unpack_limits() -> Result<UnpackLimits> {
-    Ok(UnpackLimits::from_settings(|name| {
-        std::env::var(name).ok()
-    })?)
 }
 
 /// Unpacks a newly pulled or loaded image, which checks every layer against
@@ -504,33 +392,11 @@ fn unpack_limits() -> Result<UnpackLimits> {
 /// runs it; other failures (a full disk, a format berth cannot unpack) are
 /// only warned about, as `berth run` reports them again.
 pub(crate) fn verify_new_image(image: &str) -> Result<()> {
-    let store = crate::home::open_store()?;
-    let (digest, manifest) = store.resolve(image)?;
-    let unpacked = berth_registry::unpack::rootfs_of(
-        &store,
-        &digest,
-        &manifest,
-        &crate::home::rootfs_cache_dir()?,
-        &unpack_limits()?,
-    );
-    match unpacked {
-        Ok(_) => Ok(()),
-        Err(
-            error @ (RegistryError::DiffIdMismatch { .. }
-            | RegistryError::UnpackLimit { .. }
-            | RegistryError::UnsafeEntry { .. }),
-        ) => {
-            if let Err(removal) = store.remove(image) {
-                tracing::warn!(%removal, image, "cannot remove a refused image");
-            }
-            Err(anyhow::Error::new(error)
-                .context(format!("{image} was removed from the local store")))
-        }
-        Err(error) => {
-            eprintln!("berth: warning: cannot unpack {image}: {error}");
-            Ok(())
-        }
+    let home = ImageHome::open()?;
+    if let resolve::Verified::Unchecked(error) = resolve::verify_new_image(&home.images(), image)? {
+        eprintln!("berth: warning: cannot unpack {image}: {error}");
     }
+    Ok(())
 }
 
 /// Compiles the program of local image `image` into the compile cache, so
@@ -539,16 +405,11 @@ pub(crate) fn verify_new_image(image: &str) -> Result<()> {
 /// way, and `berth run` reports the same error when it runs it.
 pub(crate) fn precompile_image(image: &str) {
     let precompile = || -> Result<()> {
-        let store = crate::home::open_store()?;
-        let (digest, manifest) = store.resolve(image)?;
-        if let Some(found) = image_program(&store, &digest, &manifest, image, None, &[])? {
+        let home = ImageHome::open()?;
+        if let Some((path, origin)) = resolve::image_default_program(&home.images(), image)? {
             let cache = crate::home::compile_cache(crate::home::compile_limits(None)?)?;
-            let bytes = program::read_file(&found.path)?;
-            let origin = image_origin(&found.guest_program, image);
-            Runtime::new(RuntimeConfig {
-                compile_cache: Some(cache),
-            })
-            .load(&bytes, &origin, EngineChoice::Command)?;
+            let bytes = program::read_file(&path)?;
+            program::load_bytes(shared_engine()?, &bytes, &origin, Some(&cache))?;
         }
         Ok(())
     };
@@ -557,180 +418,61 @@ pub(crate) fn precompile_image(image: &str) {
     }
 }
 
-/// Resolves `berth run IMAGE`: finds or pulls the image, unpacks its
-/// layers (once, cached) to mount read-only at `/`, gives the container a
-/// private writable `/tmp`, and applies ENV, WORKDIR, ENTRYPOINT and CMD
-/// as docker does (command-line flags override them).
-fn resolve_image(args: &RunArgs) -> Result<Resolved> {
-    let store = crate::home::open_store()?;
-    let image = args.file();
-    let found = match args.pull {
-        PullPolicy::Always => None,
-        PullPolicy::Missing | PullPolicy::Never => store.resolve(image).ok(),
-    };
-    let (digest, manifest) = match found {
-        Some(found) => found,
-        None if args.pull == PullPolicy::Never => {
-            bail!(
-                "image {image:?} is not in the local store and --pull never was given; run `berth pull {image}` or `berth images` to see what is there"
-            )
-        }
-        None => {
-            let digest =
-                crate::commands::image::pull_image(image, false, false).with_context(|| {
-                    format!("{image:?} is neither a file nor a local image, and pulling it failed")
-                })?;
-            store.resolve(&digest)?
-        }
-    };
-    let ImageProgram {
-        config,
-        rootfs,
-        guest_program,
-        path,
-        guest_args,
-    } = image_program(
-        &store,
-        &digest,
-        &manifest,
-        image,
-        args.entrypoint.as_deref(),
-        args.args(),
-    )?
-    .with_context(|| {
-        format!(
-            "image {image:?} has no ENTRYPOINT or CMD: give the wasm path with --entrypoint PATH"
-        )
-    })?;
-
-    let containers = crate::home::containers_dir()?;
-    crate::home::create_private_dir_all(&containers)
-        .with_context(|| format!("cannot create {}", containers.display()))?;
-    let mut scratch = tempfile::Builder::new();
-    scratch.prefix("tmp-");
-    #[cfg(unix)]
-    scratch.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
-    let scratch = scratch
-        .tempdir_in(&containers)
-        .with_context(|| format!("cannot create a private /tmp in {}", containers.display()))?;
-    let mounts = vec![
-        Mount {
-            host: rootfs,
-            guest: "/".into(),
-            read_only: true,
-        },
-        Mount {
-            host: scratch.path().to_path_buf(),
-            guest: "/tmp".into(),
-            read_only: false,
-        },
-    ];
-    let mut expose = Vec::new();
-    for spec in &config.exposed_ports {
-        expose.extend(NetworkPolicy::parse_exposed(spec)?);
-    }
-    let mut env = Vec::new();
-    for pair in &config.env {
-        if let Some((key, value)) = pair.split_once('=') {
-            env.push((key.to_owned(), value.to_owned()));
-        }
-    }
-    Ok(Resolved {
-        origin: image_origin(&guest_program, image),
-        path,
-        entrypoint: Entrypoint::Command,
-        program_name: guest_program,
-        args: guest_args,
-        env,
-        mounts,
-        workdir: config.workdir.clone(),
-        expose,
-        scratch: Some(scratch),
-    })
-}
-
-/// Splits `FILE#NAME` into the file and an export entry point, unless a
-/// file with the whole name exists.
-fn split_entrypoint(file: &str) -> (PathBuf, Entrypoint) {
-    if !Path::new(file).exists()
-        && let Some((path, export)) = file.rsplit_once('#')
-        && !export.is_empty()
-    {
-        return (PathBuf::from(path), Entrypoint::Export(export.to_owned()));
-    }
-    (PathBuf::from(file), Entrypoint::Command)
-}
-
 /// Serves a wasi:http component on the published port until SIGTERM or
-/// Ctrl-C, then drains in-flight requests (a second signal stops at once).
+/// Ctrl-C, then drains in-flight requests.
 fn serve(
-    args: &RunArgs,
-    runtime: &Runtime,
+    spec: &ContainerSpec,
+    started_file: Option<&std::path::Path>,
+    engine: &'static berth_runtime::wasmtime::Engine,
     program: &berth_runtime::Program,
-    resolved: &Resolved,
-    env: Vec<(String, String)>,
-    mounts: Vec<Mount>,
+    resolved: Resolved,
 ) -> Result<u8> {
-    let [publish] = args.publish.as_slice() else {
-        if args.publish.is_empty() {
+    let [publish] = spec.ports.as_slice() else {
+        if spec.ports.is_empty() {
             bail!(
                 "{} is a wasi:http component: publish a port to serve it, e.g. -p 8080:8080",
-                args.file()
+                spec.target_name()
             );
         }
         bail!("a wasi:http component serves one port; give -p once");
     };
-    let handler_config = HandlerConfig {
+    let http = &spec.http;
+    let program_name = resolved.sandbox.program_name;
+    let config = berth_runtime::http::ServeConfig {
+        listen: publish.host,
         limits: Limits {
-            memory_bytes: args.memory,
-            cpus: args.cpus,
+            memory_bytes: spec.limits.memory_bytes,
+            cpus: spec.limits.cpus,
             ..Limits::default()
         },
-        request_timeout: args.request_timeout,
-        max_concurrency: args.max_concurrency,
-        env,
-        mounts,
-        allow_outbound: args.allow_outbound.clone(),
-        stdout: Output::Inherit,
-        stderr: Output::Inherit,
-    };
-    let listener_config = ListenerConfig {
-        listen: publish.host,
-        grace_period: args.stop_timeout,
-        header_timeout: args.header_timeout,
-        idle_timeout: args.idle_timeout,
-        max_connections: args.max_connections.map_or_else(
+        request_timeout: http.request_timeout,
+        max_concurrency: http.max_concurrency,
+        env: resolved.sandbox.env,
+        mounts: resolved.sandbox.mounts,
+        allow_outbound: spec.outbound.clone(),
+        grace_period: http.stop_timeout,
+        header_timeout: http.header_timeout,
+        idle_timeout: http.idle_timeout,
+        max_connections: http.max_connections.map_or_else(
             || berth_runtime::http::default_max_connections(open_files_limit()),
             |max| usize::try_from(max).unwrap_or(usize::MAX),
         ),
     };
-    let tokio = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    tokio.block_on(async {
-        let handler = runtime.http_handler(program, &resolved.program_name, handler_config)?;
-        let listener = HttpListener::bind(listener_config).await?;
-        let addr = listener
+    runtime.block_on(async {
+        let listening = berth_runtime::http::bind(engine, program, &program_name, config).await?;
+        let addr = listening
             .local_addr()
             .context("cannot read the bound address")?;
-        notify_started(args)?;
+        notify_started(started_file)?;
         eprintln!(
-            "berth: serving {} on http://{addr} (container port {})",
-            resolved.program_name, publish.container_port
+            "berth: serving {program_name} on http://{addr} (container port {})",
+            publish.container_port
         );
-        let server = listener.serve(handler);
-        tokio::select! {
-            _ = server.wait() => {}
-            _ = stop_signal() => {
-                server.kill(KillMode::Graceful);
-                tokio::select! {
-                    _ = server.wait() => {}
-                    _ = stop_signal() => server.kill(KillMode::Immediate),
-                }
-                server.wait().await;
-            }
-        }
+        listening.run(shutdown_signal()).await;
         eprintln!("berth: stopped");
         Ok::<_, anyhow::Error>(())
     })?;
@@ -740,27 +482,8 @@ fn serve(
     Ok(0)
 }
 
-/// A signal that asks berth to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StopSignal {
-    /// Ctrl-C.
-    Interrupt,
-    /// `kill`, `docker stop`, a supervisor stopping its container.
-    Terminate,
-}
-
-impl StopSignal {
-    /// The exit code of a process that this signal ended: 128 + its number.
-    fn exit_code(self) -> i32 {
-        match self {
-            StopSignal::Interrupt => 130,
-            StopSignal::Terminate => 143,
-        }
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C (SIGINT), saying which.
-async fn stop_signal() -> StopSignal {
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term =
@@ -769,18 +492,17 @@ async fn stop_signal() -> StopSignal {
                 Err(error) => {
                     tracing::warn!(%error, "cannot listen for SIGTERM");
                     let _ = tokio::signal::ctrl_c().await;
-                    return StopSignal::Interrupt;
+                    return;
                 }
             };
         tokio::select! {
-            _ = term.recv() => StopSignal::Terminate,
-            _ = tokio::signal::ctrl_c() => StopSignal::Interrupt,
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-        StopSignal::Interrupt
     }
 }
 
