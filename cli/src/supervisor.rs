@@ -1,22 +1,24 @@
 //! Supervising detached containers: one background process per container
-//! (`berth __supervise ID`, in its own session) runs the program as a
-//! foreground `berth run` child, writes its output to the container's log
-//! with timestamps, applies the restart policy and records the state.
+//! (`berth __supervise ID`, in its own session) runs the program in-process
+//! as a sandbox of its own runtime, under `berth_container::Supervisor`
+//! (restart policy and back-off over sandbox handles); it writes the
+//! program's output to the container's log with timestamps and records the
+//! state, with the typed reason of every exit (OOMKilled, timed out,
+//! trapped, killed).
 //!
-//! The commands only talk to it through the records in
-//! [`crate::containers`] and signals: SIGTERM asks it to stop the program
-//! and exit. Unix only for now; elsewhere starting a container is refused.
+//! The commands only talk to it through the records and signals: SIGTERM
+//! asks it to stop the program gracefully (a command ends at once with 143,
+//! a server drains), SIGINT to stop it at once (137). Unix only for now;
+//! elsewhere starting a container is refused.
 //!
-//! Neither the run request nor its `-e` values travel on a command line,
-//! which every user can read: the supervisor (`__supervise ID`) and the
-//! program's process (`__run ID`) read them from the container's record.
+//! The container's spec and its `-e` values never travel on a command line,
+//! which every user can read: the supervisor reads them from the record.
 //!
 //! A recorded pid alone does not identify a process: once it exits, the
-//! pid can be reused by an unrelated one. The supervisor and the program's
-//! process each hold an OS file lock ([`SUPERVISOR_LOCK`], [`PROGRAM_LOCK`]
-//! in the container's directory) for their whole life; the OS drops it when
-//! they die. A recorded pid is believed, and signalled, only while its lock
-//! is held, which a reused pid cannot do.
+//! pid can be reused by an unrelated one. The supervisor holds an OS file
+//! lock ([`SUPERVISOR_LOCK`] in the container's directory) for its whole
+//! life; the OS drops it when it dies. A recorded pid is believed, and
+//! signalled, only while its lock is held, which a reused pid cannot do.
 
 use std::fs::{File, TryLockError};
 use std::path::Path;
@@ -31,20 +33,8 @@ use berth_container::{Container, ContainerState, Status};
 #[cfg_attr(not(unix), allow(dead_code))]
 pub const SUPERVISE_COMMAND: &str = "__supervise";
 
-/// The hidden subcommand that runs a container's program for its
-/// supervisor.
-#[cfg_attr(not(unix), allow(dead_code))]
-pub const RUN_COMMAND: &str = "__run";
-
 /// Held by a container's supervisor while it lives.
 pub const SUPERVISOR_LOCK: &str = "supervisor.lock";
-
-/// Held by the process running a container's program while it lives.
-pub const PROGRAM_LOCK: &str = "program.lock";
-
-/// Created by the program's process once the program is loaded (and, when
-/// serving, its port is bound).
-pub const STARTED_FILE: &str = "started";
 
 /// How long `run -d` and `start` wait for the program to start.
 pub const START_WAIT: Duration = Duration::from_secs(120);
@@ -140,21 +130,25 @@ mod other {
 
 #[cfg(unix)]
 mod unix {
-    use std::fs;
     use std::process::Stdio;
     use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
     use anyhow::anyhow;
-    use tokio::io::{AsyncRead, AsyncReadExt};
-
-    use super::*;
-    use berth_container::ExitReason;
     use berth_container::logs::{
         LOG_MAX_BYTES, LineSplitter, LogStream, LogWriter, MAX_LINE_BYTES, open_append,
     };
     use berth_container::records::RecordStore;
-    use berth_container::spec::restart_backoff;
-    use berth_container::time::{format_rfc3339, now_rfc3339};
+    use berth_container::time::now_rfc3339;
+    use berth_container::{
+        Backoff, Ended, Event, ExitReason, LaunchSettings, Stdio as LaunchStdio, Supervisor,
+        launch,
+    };
+    use berth_runtime::limits::CpuClock;
+    use berth_runtime::{KillMode, Output, Runtime, RuntimeConfig, SandboxHandle, Stdin};
+    use tokio::io::{AsyncRead, AsyncReadExt};
+    use tokio::sync::watch;
+
+    use super::*;
 
     fn send_signal(pid: u32, signal: libc::c_int) {
         if let Ok(pid) = libc::pid_t::try_from(pid)
@@ -193,26 +187,10 @@ mod unix {
         }
     }
 
-    /// Kills the container's program if its process still runs (after its
-    /// supervisor died, or did not stop it in time).
-    fn kill_program(store: &FileRecords, container: &Container) -> Result<()> {
-        let lock = store.dir(container.id()).join(PROGRAM_LOCK);
-        let child = store
-            .read_state(container.id())?
-            .and_then(|state| state.child_pid);
-        if signal_holder(&lock, child, libc::SIGKILL) {
-            wait_released(&lock, Duration::from_secs(5));
-        }
-        Ok(())
-    }
-
     /// Starts the container's supervisor and waits (at most `wait`) until
     /// it reports that the program started, or why it could not.
     pub fn start(store: &FileRecords, container: &Container, wait: Duration) -> Result<()> {
         let id = container.id();
-        // A program left running by a supervisor that died would hold the
-        // program lock and keep the new one from starting.
-        kill_program(store, container)?;
         store.write_state(id, &ContainerState::default())?;
         let mut supervisor = spawn_supervisor(store, id)?;
         let deadline = Instant::now() + wait;
@@ -294,26 +272,22 @@ mod unix {
             .context("cannot start the container's supervisor")
     }
 
-    /// Stops a container: SIGTERM to its supervisor, which forwards it to
-    /// the program; after `timeout` the program is killed (exit 137).
+    /// Stops a container: SIGTERM to its supervisor, which stops the
+    /// program gracefully; after `timeout`, SIGINT, which stops it at once
+    /// (exit 137); a supervisor that does not end then is killed.
     pub fn stop(store: &FileRecords, container: &Container, timeout: Duration) -> Result<()> {
         let id = container.id();
         let Some(state) = store.read_state(id)? else {
             return Ok(());
         };
         let supervisor_lock = store.dir(container.id()).join(SUPERVISOR_LOCK);
-        if signal_holder(&supervisor_lock, state.pid, libc::SIGTERM) {
-            if !wait_released(&supervisor_lock, timeout) {
-                kill_program(store, container)?;
-                if !wait_released(&supervisor_lock, Duration::from_secs(5))
-                    && signal_holder(&supervisor_lock, state.pid, libc::SIGKILL)
-                {
-                    wait_released(&supervisor_lock, Duration::from_secs(5));
-                }
-            }
-        } else {
-            // No supervisor: make sure no orphaned program runs on.
-            kill_program(store, container)?;
+        if signal_holder(&supervisor_lock, state.pid, libc::SIGTERM)
+            && !wait_released(&supervisor_lock, timeout)
+            && signal_holder(&supervisor_lock, state.pid, libc::SIGINT)
+            && !wait_released(&supervisor_lock, Duration::from_secs(5))
+            && signal_holder(&supervisor_lock, state.pid, libc::SIGKILL)
+        {
+            wait_released(&supervisor_lock, Duration::from_secs(5));
         }
         // The supervisor records the exit; if it could not, do it here.
         if let Some(mut state) = store.read_state(id)?
@@ -325,7 +299,6 @@ mod unix {
                 state.finished_at = Some(now_rfc3339());
             }
             state.pid = None;
-            state.child_pid = None;
             if container.record.spec.auto_remove {
                 store.remove(container)?;
             } else {
@@ -340,11 +313,12 @@ mod unix {
     pub fn supervise(id: &str) -> Result<u8> {
         let store = crate::home::open_records()?;
         let container = store.load(id)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // Worker threads, for a served component's requests.
+        let tokio = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        runtime.block_on(supervise_container(&store, &container))?;
+        tokio.block_on(supervise_container(&store, &container))?;
         Ok(0)
     }
 
@@ -360,168 +334,134 @@ mod unix {
         }
     }
 
-    /// When the program reported that it started: the started file's
-    /// modification time (now, if that cannot be read).
-    fn started_time(started_file: &std::path::Path) -> String {
-        fs::metadata(started_file)
-            .and_then(|meta| meta.modified())
-            .map_or_else(|_| now_rfc3339(), format_rfc3339)
-    }
-
-    fn exit_code(status: std::process::ExitStatus) -> i32 {
-        use std::os::unix::process::ExitStatusExt;
-        status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
-    }
-
+    /// Runs the container under its restart policy until it ends for good
+    /// or a signal stops it, recording every step.
     async fn supervise_container(store: &FileRecords, container: &Container) -> Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let spec = container.record.runnable_spec()?;
         let id = container.id();
         let dir = store.dir(id);
         let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
         // Taken before the pid is recorded, held until this process ends:
         // what makes the recorded pid believable (see the module docs).
-        let _lock = hold(&store.dir(container.id()).join(SUPERVISOR_LOCK))
+        let _lock = hold(&dir.join(SUPERVISOR_LOCK))
             .context("the container already has a supervisor")?;
-        let mut state = ContainerState {
+        let state = ContainerState {
             pid: Some(std::process::id()),
+            restart_count: 0,
+            error: None,
             ..store.read_state(id)?.unwrap_or_default()
         };
-        state.restart_count = 0;
-        state.error = None;
         store.write_state(id, &state)?;
+        let state = Mutex::new(state);
 
-        let exe = std::env::current_exe().context("cannot find the berth executable")?;
         let log = LogWriter::open(&dir, LOG_MAX_BYTES)
             .with_context(|| format!("cannot open the log in {}", dir.display()))?;
         let log = Arc::new(Mutex::new(log));
-        let started_file = store.dir(container.id()).join(STARTED_FILE);
-        let mut first = true;
-        let mut backoff_step = 0u32;
-        loop {
-            let _ = fs::remove_file(&started_file);
-            let mut command = tokio::process::Command::new(&exe);
-            command
-                .arg(RUN_COMMAND)
-                .arg(id)
-                // The spec's paths are absolute: the program's process
-                // needs no particular working directory.
-                .current_dir("/")
-                .stdin(if spec.interactive {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            let mut child = match command.spawn() {
-                Ok(child) => child,
-                Err(error) => {
-                    state.error = Some(format!("cannot run {}: {error}", exe.display()));
-                    state.status = if first {
-                        Status::Created
-                    } else {
-                        Status::Exited
-                    };
-                    break;
-                }
+        let cache = crate::home::compile_cache(crate::home::compile_limits(spec.limits.timeout)?)?;
+        let runtime = Runtime::new(RuntimeConfig {
+            compile_cache: Some(cache),
+        });
+        let settings = LaunchSettings {
+            started: None,
+            // This process runs this one container.
+            cpu_clock: CpuClock::Process,
+            default_max_connections: berth_runtime::http::default_max_connections(
+                crate::commands::run::open_files_limit(),
+            ),
+        };
+        // What one run holds until the next one starts: its private /tmp,
+        // its log pumps, and (with -i) its stdin kept open.
+        let current: Mutex<Option<RunResources>> = Mutex::new(None);
+        let start = async || -> Result<SandboxHandle> {
+            if let Some(previous) = lock(&current).take() {
+                previous.finish().await;
+            }
+            let resolved = crate::commands::run::resolve_spec(spec)?;
+            let (stdout, stdout_reader) = tokio::io::duplex(PIPE_BYTES);
+            let (stderr, stderr_reader) = tokio::io::duplex(PIPE_BYTES);
+            let (stdin, stdin_writer) = if spec.interactive {
+                let (reader, writer) = tokio::io::duplex(PIPE_BYTES);
+                (Stdin::Reader(Box::new(reader)), Some(writer))
+            } else {
+                (Stdin::Null, None)
             };
-            // Held open (never written) for -i, closed when the run ends.
-            let stdin = child.stdin.take();
-            let last_stderr = Arc::new(Mutex::new(None::<String>));
-            let pumps = [
-                tokio::spawn(pump(
-                    child.stdout.take(),
-                    LogStream::Stdout,
-                    log.clone(),
-                    None,
-                )),
-                tokio::spawn(pump(
-                    child.stderr.take(),
-                    LogStream::Stderr,
-                    log.clone(),
-                    Some(last_stderr.clone()),
-                )),
+            let pumps = vec![
+                tokio::spawn(pump(stdout_reader, LogStream::Stdout, log.clone())),
+                tokio::spawn(pump(stderr_reader, LogStream::Stderr, log.clone())),
             ];
-            state.child_pid = child.id();
-            record(store, id, &state);
-
-            let began = Instant::now();
-            let mut started = false;
-            let mut stopping = false;
-            let status = loop {
-                tokio::select! {
-                    status = child.wait() => break status,
-                    _ = term.recv(), if !stopping => {
-                        stopping = true;
-                        if let Some(pid) = child.id() {
-                            send_signal(pid, libc::SIGTERM);
-                        }
-                    }
-                    () = tokio::time::sleep(Duration::from_millis(20)), if !started => {
-                        if started_file.exists() {
-                            started = true;
-                            state.status = Status::Running;
-                            state.started_at = Some(started_time(&started_file));
-                            state.error = None;
-                            record(store, id, &state);
-                        }
-                    }
-                }
+            let stdio = LaunchStdio {
+                stdin,
+                stdout: Output::Writer(Box::new(stdout)),
+                stderr: Output::Writer(Box::new(stderr)),
             };
-            for pump in pumps {
-                let _ = pump.await;
-            }
-            drop(stdin);
-            let code = status.map_or(255, exit_code);
-            let finished = now_rfc3339();
-            if !started && started_file.exists() {
-                // It started and ended between two looks.
-                started = true;
-                state.started_at = Some(started_time(&started_file));
-            }
-            let _ = fs::remove_file(&started_file);
-            state.child_pid = None;
-            // The program's process reports only its exit code.
-            state.set_exit(code, None);
-            state.finished_at = Some(finished);
-            if !started {
-                let reason = lock(&last_stderr)
-                    .take()
-                    .map(|line| line.strip_prefix("berth: ").unwrap_or(&line).to_owned())
-                    .unwrap_or_else(|| {
-                        format!("the program ended with exit code {code} before it started")
-                    });
-                state.error = Some(reason);
-                if first && !stopping {
-                    state.status = Status::Created;
-                    break;
-                }
-            }
-            first = false;
-            if stopping || !spec.restart.should_restart(code, state.restart_count) {
-                state.status = Status::Exited;
-                break;
-            }
-            if began.elapsed() >= Duration::from_secs(10) {
-                backoff_step = 0;
-            }
-            backoff_step += 1;
-            state.restart_count += 1;
-            state.status = Status::Restarting;
-            record(store, id, &state);
+            let launched = launch(&runtime, spec, resolved, stdio, &settings).await?;
+            *lock(&current) = Some(RunResources {
+                scratch: launched.scratch,
+                pumps,
+                _stdin: stdin_writer,
+            });
+            Ok(launched.handle)
+        };
+        let (stop_tx, mut stop_rx) = watch::channel(None);
+        let signals = async {
             tokio::select! {
-                () = tokio::time::sleep(restart_backoff(backoff_step)) => {}
-                _ = term.recv() => {
-                    state.status = Status::Exited;
-                    break;
+                _ = term.recv() => stop_tx.send_replace(Some(KillMode::Graceful)),
+                _ = interrupt.recv() => stop_tx.send_replace(Some(KillMode::Immediate)),
+            };
+            // A second signal (or SIGINT after SIGTERM) stops at once.
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            stop_tx.send_replace(Some(KillMode::Immediate));
+            std::future::pending::<()>().await;
+        };
+        let supervisor = Supervisor {
+            policy: spec.restart,
+            backoff: Backoff::DOCKER,
+        };
+        let on_event = |event: Event<'_>| {
+            let mut state = lock(&state);
+            match event {
+                Event::Started => {
+                    state.status = Status::Running;
+                    state.started_at = Some(now_rfc3339());
+                    state.error = None;
+                }
+                Event::FailedToStart { error } => {
+                    state.error = Some(error.to_owned());
+                }
+                Event::Exited { status } => {
+                    state.set_exit(status.code, Some(ExitReason::from(&status.reason)));
+                    state.finished_at = Some(now_rfc3339());
+                    if let Some(description) = status.describe()
+                        && !matches!(status.reason, berth_runtime::ExitReason::Killed { .. })
+                    {
+                        write_lines(&log, LogStream::Stderr, &[format!("berth: {description}")]);
+                    }
+                }
+                Event::Restarting { restarts, .. } => {
+                    state.status = Status::Restarting;
+                    state.restart_count = restarts;
                 }
             }
+            record(store, id, &state);
+        };
+        let ended = tokio::select! {
+            ended = supervisor.run(start, &mut stop_rx, on_event) => ended,
+            () = signals => unreachable!("the signal watcher never ends"),
+        };
+        if let Some(resources) = lock(&current).take() {
+            resources.finish().await;
         }
+        let mut state = lock(&state).clone();
+        state.status = match ended {
+            Ended::FailedToStart(_) => Status::Created,
+            Ended::Exited(_) | Ended::Stopped(_) => Status::Exited,
+        };
         state.pid = None;
-        state.child_pid = None;
         if spec.auto_remove && state.status == Status::Exited {
             store.remove(container)?;
         } else {
@@ -530,16 +470,36 @@ mod unix {
         Ok(())
     }
 
+    /// Bytes of a program's output in flight to its log pump.
+    const PIPE_BYTES: usize = 64 << 10;
+
+    /// What one run of the program holds besides its sandbox.
+    struct RunResources {
+        scratch: Option<tempfile::TempDir>,
+        pumps: Vec<tokio::task::JoinHandle<()>>,
+        _stdin: Option<tokio::io::DuplexStream>,
+    }
+
+    impl RunResources {
+        /// Lets the log pumps write what the run left in its pipes (they end
+        /// when the sandbox's ends of the pipes close), then removes the
+        /// run's /tmp.
+        async fn finish(self) {
+            for pump in self.pumps {
+                if tokio::time::timeout(Duration::from_secs(5), pump).await.is_err() {
+                    tracing::warn!("a log pump did not finish; some output may be missing");
+                }
+            }
+            if let Some(scratch) = self.scratch
+                && let Err(error) = scratch.close()
+            {
+                tracing::warn!(%error, "cannot remove the container's /tmp");
+            }
+        }
+    }
+
     /// Copies one output stream of the program into the log, line by line.
-    async fn pump<R: AsyncRead + Unpin>(
-        reader: Option<R>,
-        stream: LogStream,
-        log: Arc<Mutex<LogWriter>>,
-        last: Option<Arc<Mutex<Option<String>>>>,
-    ) {
-        let Some(mut reader) = reader else {
-            return;
-        };
+    async fn pump<R: AsyncRead + Unpin>(mut reader: R, stream: LogStream, log: Arc<Mutex<LogWriter>>) {
         let mut splitter = LineSplitter::new(MAX_LINE_BYTES);
         let mut buffer = vec![0u8; 8192];
         loop {
@@ -548,30 +508,22 @@ mod unix {
                 Ok(read) => read,
             };
             let lines = splitter.push(&buffer[..read]);
-            write_lines(&log, stream, &lines, last.as_deref());
+            write_lines(&log, stream, &lines);
         }
         if let Some(line) = splitter.finish() {
-            write_lines(&log, stream, &[line], last.as_deref());
+            write_lines(&log, stream, &[line]);
         }
     }
 
-    fn write_lines(
-        log: &Mutex<LogWriter>,
-        stream: LogStream,
-        lines: &[String],
-        last: Option<&Mutex<Option<String>>>,
-    ) {
-        let Some(newest) = lines.last() else {
+    fn write_lines(log: &Mutex<LogWriter>, stream: LogStream, lines: &[String]) {
+        if lines.is_empty() {
             return;
-        };
+        }
         let mut writer = lock(log);
         for line in lines {
             if let Err(error) = writer.append(stream, line) {
                 tracing::warn!(%error, "cannot write the container log");
             }
-        }
-        if let Some(last) = last {
-            *lock(last) = Some(newest.clone());
         }
     }
 }

@@ -248,6 +248,7 @@ impl From<&berth_runtime::ExitReason> for ExitReason {
             berth_runtime::ExitReason::Trapped { message } => ExitReason::Trapped {
                 message: message.clone(),
             },
+            berth_runtime::ExitReason::Killed { .. } => ExitReason::Killed,
         }
     }
 }

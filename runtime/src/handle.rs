@@ -99,7 +99,8 @@ pub struct ExitStatus {
 }
 
 impl ExitStatus {
-    pub(crate) fn exited(code: i32) -> Self {
+    /// A plain exit with `code`.
+    pub fn exited(code: i32) -> Self {
         ExitStatus {
             code,
             reason: ExitReason::Exited,

@@ -81,7 +81,7 @@ pub enum NetError {
 impl NetError {
     /// The error for failing to listen on `addr`: a port in use names the
     /// port and, on Linux, the process holding it.
-    pub(crate) fn listen(addr: SocketAddr, error: &std::io::Error) -> Self {
+    pub fn listen(addr: SocketAddr, error: &std::io::Error) -> Self {
         let reason = if error.kind() == std::io::ErrorKind::AddrInUse {
             port_in_use(addr.port())
         } else {

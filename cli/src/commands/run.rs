@@ -1,10 +1,10 @@
 //! `berth run`: run a WebAssembly file in a new sandbox with docker's flags
 //! and exit codes, in the foreground or (`-d`) as a detached container.
 //!
-//! A detached container's supervisor runs the same foreground code in a
-//! child process (`berth __run ID`, which reads the recorded run request),
-//! so limits, serving and exit codes are identical either way; only where
-//! stdin, stdout and stderr lead differs.
+//! A foreground run and a detached container's supervisor start the
+//! program the same way (`berth_container::launch` of a resolved
+//! `ContainerSpec`), so limits, serving and exit codes are identical either
+//! way; only where stdin, stdout and stderr lead differs.
 //!
 //! Every berth option comes before FILE|IMAGE; everything after it belongs
 //! to the program, unchanged, as with `docker run` and `wasmtime run`
@@ -22,7 +22,11 @@ use berth_container::spec::{HttpSettings, LimitsSpec};
 use berth_container::{ContainerSpec, PullPolicy, RestartPolicy, Target};
 use berth_runtime::limits::CpuClock;
 use berth_runtime::quantity::{parse_cpus, parse_duration, parse_memory};
-use berth_runtime::{Limits, OutboundRule, Output, PortMapping, Stdin, program, shared_engine};
+use berth_container::{LaunchSettings, Launched, Stdio, launch};
+use berth_runtime::{
+    EngineChoice, ExitReason, ExitStatus, KillMode, OutboundRule, Output, PortMapping, Runtime,
+    RuntimeConfig, Stdin, program,
+};
 use clap::Args;
 
 /// Flags of `berth run`.
@@ -240,91 +244,94 @@ pub fn run(args: RunArgs) -> Result<u8> {
             "--name and --restart apply to containers run in the background: add -d (a foreground run keeps no record)"
         );
     }
-    run_foreground(&args.to_spec(host_env, false)?, None)
-}
-
-/// Runs a container's program in the foreground for its supervisor, from
-/// its recorded spec; `started_file` is created once the program started.
-pub(crate) fn run_recorded(spec: &ContainerSpec, started_file: PathBuf) -> Result<u8> {
-    run_foreground(spec, Some(&started_file))
-}
-
-/// Creates the started file, if one was asked for.
-fn notify_started(started_file: Option<&std::path::Path>) -> Result<()> {
-    if let Some(path) = started_file {
-        berth_fs::private_file()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-    }
-    Ok(())
+    run_foreground(&args.to_spec(host_env, false)?)
 }
 
 /// Runs the program in this process, with this process's stdin, stdout
 /// and stderr, and returns (or exits with) its exit code.
-fn run_foreground(spec: &ContainerSpec, started_file: Option<&std::path::Path>) -> Result<u8> {
+fn run_foreground(spec: &ContainerSpec) -> Result<u8> {
     // --timeout counts from here: compiling is part of the run.
     let started = std::time::Instant::now();
-    let resolved = match &spec.target {
-        Target::File { .. } => resolve::resolve_file(spec)?,
-        Target::Image { .. } => {
-            let home = ImageHome::open()?;
-            resolve::resolve_image(spec, &home.images(), &mut |image: &str| {
-                crate::commands::image::pull_image(image, false, false).map_err(Into::into)
-            })?
-        }
-    };
-    // Only a wasi:http component served on a published port gets the
-    // pooling engine; reserving the pool costs a few milliseconds of start-up
-    // that socket apps and commands do not need.
-    let bytes = program::read_file(&resolved.path)?;
-    let engine = if !spec.ports.is_empty() && berth_runtime::http::exports_http_handler(&bytes) {
-        berth_runtime::engine::serving_engine(berth_runtime::engine::PoolSizing {
-            concurrent_instances: u32::try_from(spec.http.max_concurrency).unwrap_or(u32::MAX),
-            max_memory_bytes: spec.limits.memory_bytes.unwrap_or(4 << 30),
-        })?
-    } else {
-        shared_engine()?
-    };
+    let resolved = resolve_spec(spec)?;
     // The compile starts a few milliseconds into the run, so its deadline
     // falls just after the run's; the sandbox then gets what is left.
     let cache = crate::home::compile_cache(crate::home::compile_limits(spec.limits.timeout)?)?;
-    let program = program::load_bytes(engine, &bytes, &resolved.origin, Some(&cache))?;
-    if let Some(component) = program.component()
-        && berth_runtime::http::is_http_proxy(engine, component)
-    {
-        return serve(spec, started_file, engine, &program, resolved);
-    }
-    let Resolved {
-        sandbox: mut sandbox_spec,
-        scratch,
-        ..
-    } = resolved;
-    sandbox_spec.limits = Limits {
-        memory_bytes: spec.limits.memory_bytes,
-        cpus: spec.limits.cpus,
-        timeout: spec.limits.timeout,
+    let runtime = Runtime::new(RuntimeConfig {
+        compile_cache: Some(cache),
+    });
+    let settings = LaunchSettings {
         started: Some(started),
-        // This process runs this one sandbox: its whole CPU time,
-        // file work on tokio's blocking threads included, is the
-        // sandbox's.
+        // This process runs this one sandbox: its whole CPU time, file
+        // work on tokio's blocking threads included, is the sandbox's.
         cpu_clock: CpuClock::Process,
+        default_max_connections: berth_runtime::http::default_max_connections(
+            open_files_limit(),
+        ),
     };
-    sandbox_spec.stdin = Stdin::Inherit;
-    sandbox_spec.stdout = Output::Inherit;
-    sandbox_spec.stderr = Output::Inherit;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    notify_started(started_file)?;
-    let status = runtime.block_on(berth_runtime::run(engine, &program, sandbox_spec))?;
+    let stdio = Stdio {
+        stdin: Stdin::Inherit,
+        stdout: Output::Inherit,
+        stderr: Output::Inherit,
+    };
+    // A server needs worker threads. A command shares this one thread with
+    // the signal and timer driver and yields to it every epoch tick;
+    // checking the driver at every yield (rather than every 61st) is what
+    // lets Ctrl-C and --timeout act within a tick or two of a busy guest.
+    let tokio = if spec.ports.is_empty() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .event_interval(1)
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    }
+    .context("cannot start the async runtime")?;
+    let (status, scratch) = tokio.block_on(async {
+        let launched = launch(&runtime, spec, resolved, stdio, &settings).await?;
+        let Launched {
+            handle,
+            serving,
+            scratch,
+        } = launched;
+        if let Some(serving) = &serving {
+            eprintln!(
+                "berth: serving {} on http://{} (container port {})",
+                serving.program_name, serving.addr, serving.container_port
+            );
+        }
+        let status = tokio::select! {
+            status = handle.wait() => status,
+            signal = stop_signal() => {
+                if serving.is_some() {
+                    // Drain the requests in flight; a second signal stops
+                    // at once.
+                    handle.kill(KillMode::Graceful);
+                    tokio::select! {
+                        _ = handle.wait() => {}
+                        _ = stop_signal() => handle.kill(KillMode::Immediate),
+                    }
+                    handle.wait().await;
+                    eprintln!("berth: stopped");
+                    ExitStatus::exited(0)
+                } else {
+                    // Ctrl-C stops the guest at once, whatever it is doing;
+                    // SIGTERM (docker stop) too, as for a native process
+                    // without a handler.
+                    handle.kill(KillMode::Immediate);
+                    ExitStatus { code: signal.exit_code(), ..handle.wait().await }
+                }
+            }
+        };
+        Ok::<_, anyhow::Error>((status, scratch))
+    })?;
     for value in &status.returned {
         println!("{value}");
     }
-    if let Some(description) = status.describe() {
+    if let Some(description) = status.describe()
+        && !matches!(status.reason, ExitReason::Killed { .. })
+    {
         eprintln!("berth: {description}");
     }
     tracing::debug!(
@@ -346,6 +353,20 @@ fn run_foreground(spec: &ContainerSpec, started_file: Option<&std::path::Path>) 
         tracing::warn!(%error, "cannot remove the container's /tmp");
     }
     std::process::exit(i32::from(code));
+}
+
+/// Resolves `spec` against this user's image store (pulling a missing
+/// image as its pull policy says).
+pub(crate) fn resolve_spec(spec: &ContainerSpec) -> Result<Resolved> {
+    Ok(match &spec.target {
+        Target::File { .. } => resolve::resolve_file(spec)?,
+        Target::Image { .. } => {
+            let home = ImageHome::open()?;
+            resolve::resolve_image(spec, &home.images(), &mut |image: &str| {
+                crate::commands::image::pull_image(image, false, false).map_err(Into::into)
+            })?
+        }
+    })
 }
 
 /// What the CLI's resolver reads for images: the local store, the rootfs
@@ -409,7 +430,10 @@ pub(crate) fn precompile_image(image: &str) {
         if let Some((path, origin)) = resolve::image_default_program(&home.images(), image)? {
             let cache = crate::home::compile_cache(crate::home::compile_limits(None)?)?;
             let bytes = program::read_file(&path)?;
-            program::load_bytes(shared_engine()?, &bytes, &origin, Some(&cache))?;
+            Runtime::new(RuntimeConfig {
+                compile_cache: Some(cache),
+            })
+            .load(&bytes, &origin, EngineChoice::Command)?;
         }
         Ok(())
     };
@@ -418,72 +442,27 @@ pub(crate) fn precompile_image(image: &str) {
     }
 }
 
-/// Serves a wasi:http component on the published port until SIGTERM or
-/// Ctrl-C, then drains in-flight requests.
-fn serve(
-    spec: &ContainerSpec,
-    started_file: Option<&std::path::Path>,
-    engine: &'static berth_runtime::wasmtime::Engine,
-    program: &berth_runtime::Program,
-    resolved: Resolved,
-) -> Result<u8> {
-    let [publish] = spec.ports.as_slice() else {
-        if spec.ports.is_empty() {
-            bail!(
-                "{} is a wasi:http component: publish a port to serve it, e.g. -p 8080:8080",
-                spec.target_name()
-            );
-        }
-        bail!("a wasi:http component serves one port; give -p once");
-    };
-    let http = &spec.http;
-    let program_name = resolved.sandbox.program_name;
-    let config = berth_runtime::http::ServeConfig {
-        listen: publish.host,
-        limits: Limits {
-            memory_bytes: spec.limits.memory_bytes,
-            cpus: spec.limits.cpus,
-            ..Limits::default()
-        },
-        request_timeout: http.request_timeout,
-        max_concurrency: http.max_concurrency,
-        env: resolved.sandbox.env,
-        mounts: resolved.sandbox.mounts,
-        allow_outbound: spec.outbound.clone(),
-        grace_period: http.stop_timeout,
-        header_timeout: http.header_timeout,
-        idle_timeout: http.idle_timeout,
-        max_connections: http.max_connections.map_or_else(
-            || berth_runtime::http::default_max_connections(open_files_limit()),
-            |max| usize::try_from(max).unwrap_or(usize::MAX),
-        ),
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let listening = berth_runtime::http::bind(engine, program, &program_name, config).await?;
-        let addr = listening
-            .local_addr()
-            .context("cannot read the bound address")?;
-        notify_started(started_file)?;
-        eprintln!(
-            "berth: serving {program_name} on http://{addr} (container port {})",
-            publish.container_port
-        );
-        listening.run(shutdown_signal()).await;
-        eprintln!("berth: stopped");
-        Ok::<_, anyhow::Error>(())
-    })?;
-    if let Some(scratch) = &resolved.scratch {
-        let _ = std::fs::remove_dir_all(scratch.path());
-    }
-    Ok(0)
+/// A signal that asks berth to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopSignal {
+    /// Ctrl-C.
+    Interrupt,
+    /// `kill`, `docker stop`.
+    Terminate,
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
+impl StopSignal {
+    /// The exit code of a process that this signal ended: 128 + its number.
+    fn exit_code(self) -> i32 {
+        match self {
+            StopSignal::Interrupt => 130,
+            StopSignal::Terminate => 143,
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT), saying which.
+pub(crate) async fn stop_signal() -> StopSignal {
     #[cfg(unix)]
     {
         let mut term =
@@ -492,23 +471,24 @@ async fn shutdown_signal() {
                 Err(error) => {
                     tracing::warn!(%error, "cannot listen for SIGTERM");
                     let _ = tokio::signal::ctrl_c().await;
-                    return;
+                    return StopSignal::Interrupt;
                 }
             };
         tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => StopSignal::Terminate,
+            _ = tokio::signal::ctrl_c() => StopSignal::Interrupt,
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        StopSignal::Interrupt
     }
 }
 
 /// This process's soft limit on open files, when the OS tells it.
 #[cfg(unix)]
-fn open_files_limit() -> Option<u64> {
+pub(crate) fn open_files_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -522,6 +502,6 @@ fn open_files_limit() -> Option<u64> {
 }
 
 #[cfg(not(unix))]
-fn open_files_limit() -> Option<u64> {
+pub(crate) fn open_files_limit() -> Option<u64> {
     None
 }
