@@ -7,7 +7,7 @@
 //! [`crate::containers`] and signals: SIGTERM asks it to stop the program
 //! and exit. Unix only for now; elsewhere starting a container is refused.
 //!
-//! Neither the run request nor its `-e` values travel on a command line,
+//! Neither the container's spec nor its `-e` values travel on a command line,
 //! which every user can read: the supervisor (`__supervise ID`) and the
 //! program's process (`__run ID`) read them from the container's record.
 //!

@@ -339,7 +339,7 @@ pub fn supervise_command(id: &str) -> Result<u8> {
 }
 
 /// `berth __run ID` (hidden): runs a container's program in the foreground
-/// for its supervisor, with the run request read from the container's
+/// for its supervisor, with the spec read from the container's
 /// record rather than from the command line (where every user could read
 /// its `-e` values).
 pub fn run_recorded_command(id: &str) -> Result<u8> {

@@ -1,10 +1,12 @@
 //! `berth run`: run a WebAssembly file in a new sandbox with docker's flags
 //! and exit codes, in the foreground or (`-d`) as a detached container.
 //!
-//! A detached container's supervisor runs the same foreground code in a
-//! child process (`berth __run ID`, which reads the recorded run request),
-//! so limits, serving and exit codes are identical either way; only where
-//! stdin, stdout and stderr lead differs.
+//! The flags become a `ContainerSpec`, which `berth_container::resolve`
+//! turns into the program and its sandbox. A detached container's
+//! supervisor runs the same foreground code in a child process (`berth
+//! __run ID`, which runs the spec recorded for the container), so limits,
+//! serving and exit codes are identical either way; only where stdin,
+//! stdout and stderr lead differs.
 //!
 //! Every berth option comes before FILE|IMAGE; everything after it belongs
 //! to the program, unchanged, as with `docker run` and `wasmtime run`
