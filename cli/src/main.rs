@@ -76,12 +76,6 @@ enum Command {
     /// compile request on stdin, writes the code on stdout).
     #[command(name = "__compile", hide = true)]
     Compile,
-    /// Run one container's program for its supervisor.
-    #[command(name = "__run", hide = true)]
-    RunRecorded {
-        /// The container's ID.
-        id: String,
-    },
 }
 
 fn main() -> ExitCode {
@@ -115,7 +109,6 @@ fn main() -> ExitCode {
             let code = berth_runtime::compile::child_main();
             return ExitCode::from(u8::try_from(code).unwrap_or(1));
         }
-        Command::RunRecorded { id } => container::run_recorded_command(&id),
     };
     match result {
         Ok(code) => ExitCode::from(code),

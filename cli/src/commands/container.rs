@@ -338,22 +338,6 @@ pub fn supervise_command(id: &str) -> Result<u8> {
     supervisor::supervise(id)
 }
 
-/// `berth __run ID` (hidden): runs a container's program in the foreground
-/// for its supervisor, with the run request read from the container's
-/// record rather than from the command line (where every user could read
-/// its `-e` values).
-pub fn run_recorded_command(id: &str) -> Result<u8> {
-    let store = crate::home::open_records()?;
-    let container = store.load(id)?;
-    let spec = container.record.runnable_spec()?;
-    let dir = store.dir(id);
-    // Held until this process exits (the foreground run ends with exit):
-    // it lets `stop` tell this process from one that reused its pid.
-    let _lock = supervisor::hold(&dir.join(supervisor::PROGRAM_LOCK))
-        .context("the container's program is already running")?;
-    crate::commands::run::run_recorded(spec, dir.join(supervisor::STARTED_FILE))
-}
-
 /// A duration as docker words it: `Less than a second`, `5 seconds`,
 /// `About a minute`, `3 hours`, `2 days`...
 fn human_duration(duration: Duration) -> String {

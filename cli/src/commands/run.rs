@@ -1,10 +1,11 @@
 //! `berth run`: run a WebAssembly file in a new sandbox with docker's flags
 //! and exit codes, in the foreground or (`-d`) as a detached container.
 //!
-//! A foreground run and a detached container's supervisor start the
-//! program the same way (`berth_container::launch` of a resolved
-//! `ContainerSpec`), so limits, serving and exit codes are identical either
-//! way; only where stdin, stdout and stderr lead differs.
+//! The flags become a `ContainerSpec`, which `berth_container::resolve`
+//! turns into the program and its sandbox. A foreground run and a detached
+//! container's supervisor then start it the same way
+//! (`berth_container::launch`), so limits, serving and exit codes are
+//! identical either way; only where stdin, stdout and stderr lead differs.
 //!
 //! Every berth option comes before FILE|IMAGE; everything after it belongs
 //! to the program, unchanged, as with `docker run` and `wasmtime run`
