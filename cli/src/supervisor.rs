@@ -89,7 +89,6 @@ pub fn observed(dir: &Path, state: &ContainerState) -> ContainerState {
         }
         state.status = Status::Exited;
         state.pid = None;
-        state.child_pid = None;
     }
     state
 }
@@ -140,8 +139,7 @@ mod unix {
     use berth_container::records::RecordStore;
     use berth_container::time::now_rfc3339;
     use berth_container::{
-        Backoff, Ended, Event, ExitReason, LaunchSettings, Stdio as LaunchStdio, Supervisor,
-        launch,
+        Backoff, Ended, Event, ExitReason, LaunchSettings, Stdio as LaunchStdio, Supervisor, launch,
     };
     use berth_runtime::limits::CpuClock;
     use berth_runtime::{KillMode, Output, Runtime, RuntimeConfig, SandboxHandle, Stdin};
@@ -345,8 +343,8 @@ mod unix {
         let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
         // Taken before the pid is recorded, held until this process ends:
         // what makes the recorded pid believable (see the module docs).
-        let _lock = hold(&dir.join(SUPERVISOR_LOCK))
-            .context("the container already has a supervisor")?;
+        let _lock =
+            hold(&dir.join(SUPERVISOR_LOCK)).context("the container already has a supervisor")?;
         let state = ContainerState {
             pid: Some(std::process::id()),
             restart_count: 0,
@@ -375,7 +373,8 @@ mod unix {
         // its log pumps, and (with -i) its stdin kept open.
         let current: Mutex<Option<RunResources>> = Mutex::new(None);
         let start = async || -> Result<SandboxHandle> {
-            if let Some(previous) = lock(&current).take() {
+            let previous = lock(&current).take();
+            if let Some(previous) = previous {
                 previous.finish().await;
             }
             let resolved = crate::commands::run::resolve_spec(spec)?;
@@ -397,6 +396,16 @@ mod unix {
                 stderr: Output::Writer(Box::new(stderr)),
             };
             let launched = launch(&runtime, spec, resolved, stdio, &settings).await?;
+            if let Some(serving) = &launched.serving {
+                write_lines(
+                    &log,
+                    LogStream::Stderr,
+                    &[format!(
+                        "berth: serving {} on http://{} (container port {})",
+                        serving.program_name, serving.addr, serving.container_port
+                    )],
+                );
+            }
             *lock(&current) = Some(RunResources {
                 scratch: launched.scratch,
                 pumps,
@@ -453,7 +462,8 @@ mod unix {
             ended = supervisor.run(start, &mut stop_rx, on_event) => ended,
             () = signals => unreachable!("the signal watcher never ends"),
         };
-        if let Some(resources) = lock(&current).take() {
+        let last = lock(&current).take();
+        if let Some(resources) = last {
             resources.finish().await;
         }
         let mut state = lock(&state).clone();
@@ -486,7 +496,10 @@ mod unix {
         /// run's /tmp.
         async fn finish(self) {
             for pump in self.pumps {
-                if tokio::time::timeout(Duration::from_secs(5), pump).await.is_err() {
+                if tokio::time::timeout(Duration::from_secs(5), pump)
+                    .await
+                    .is_err()
+                {
                     tracing::warn!("a log pump did not finish; some output may be missing");
                 }
             }
@@ -499,7 +512,11 @@ mod unix {
     }
 
     /// Copies one output stream of the program into the log, line by line.
-    async fn pump<R: AsyncRead + Unpin>(mut reader: R, stream: LogStream, log: Arc<Mutex<LogWriter>>) {
+    async fn pump<R: AsyncRead + Unpin>(
+        mut reader: R,
+        stream: LogStream,
+        log: Arc<Mutex<LogWriter>>,
+    ) {
         let mut splitter = LineSplitter::new(MAX_LINE_BYTES);
         let mut buffer = vec![0u8; 8192];
         loop {

@@ -147,9 +147,11 @@ pub async fn launch(
             grace_period: http.stop_timeout,
             header_timeout: http.header_timeout,
             idle_timeout: http.idle_timeout,
-            max_connections: http.max_connections.map_or(settings.default_max_connections, |max| {
-                usize::try_from(max).unwrap_or(usize::MAX)
-            }),
+            max_connections: http
+                .max_connections
+                .map_or(settings.default_max_connections, |max| {
+                    usize::try_from(max).unwrap_or(usize::MAX)
+                }),
         })
         .await?;
         let addr = listener

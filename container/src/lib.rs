@@ -24,11 +24,11 @@ pub mod supervise;
 pub mod time;
 
 pub use flags::FlagError;
+pub use launch::{LaunchError, LaunchSettings, Launched, Stdio, launch};
 pub use records::{
     Container, ContainerRecord, ContainerState, ExitReason, FileRecords, RecordError, RecordStore,
     Status,
 };
-pub use launch::{LaunchError, LaunchSettings, Launched, Stdio, launch};
 pub use resolve::{Images, ResolveError, Resolved};
 pub use spec::{ContainerSpec, PullPolicy, RestartPolicy, Target};
 pub use supervise::{Backoff, Ended, Event, Supervisor};

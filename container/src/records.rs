@@ -262,8 +262,6 @@ pub struct ContainerState {
     pub status: Status,
     /// The supervising process, while there is one.
     pub pid: Option<u32>,
-    /// The process running the program, while there is one.
-    pub child_pid: Option<u32>,
     /// The last exit code.
     pub exit_code: Option<i32>,
     /// Why the program last ended, when known.

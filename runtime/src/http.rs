@@ -434,12 +434,7 @@ async fn accept_loop(
     drop(listener);
     if mode == KillMode::Immediate {
         open.abort_all();
-        return ExitStatus {
-            code: crate::handle::EXIT_KILLED,
-            reason: ExitReason::Killed { mode },
-            returned: Vec::new(),
-            throttled: Duration::ZERO,
-        };
+        return killed_status();
     }
     // Idle connections close now; busy ones once their response is out.
     closing.send_replace(true);
@@ -458,14 +453,29 @@ async fn accept_loop(
         // A second, immediate kill cuts the grace period short.
         _ = kill.wait_for(|mode| *mode == Some(KillMode::Immediate)) => false,
     };
-    if !drained {
-        tracing::warn!(
-            in_flight = inner.in_flight.load(Ordering::SeqCst),
-            "grace period over; stopping with requests still in flight"
-        );
-    }
     open.abort_all();
-    ExitStatus::exited(0)
+    if drained {
+        return ExitStatus::exited(0);
+    }
+    tracing::warn!(
+        in_flight = inner.in_flight.load(Ordering::SeqCst),
+        "stopping with requests still in flight"
+    );
+    // As a process that outlived its grace period: killed.
+    killed_status()
+}
+
+/// How a server that was stopped at once (or outlived its grace period)
+/// ended: as a process killed with SIGKILL.
+fn killed_status() -> ExitStatus {
+    ExitStatus {
+        code: crate::handle::EXIT_KILLED,
+        reason: ExitReason::Killed {
+            mode: KillMode::Immediate,
+        },
+        returned: Vec::new(),
+        throttled: Duration::ZERO,
+    }
 }
 
 fn text_response(status: u16, text: &str) -> hyper::Response<HyperOutgoingBody> {

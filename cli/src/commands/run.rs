@@ -21,9 +21,9 @@ use berth_container::flags::{
 use berth_container::resolve::{self, Resolved};
 use berth_container::spec::{HttpSettings, LimitsSpec};
 use berth_container::{ContainerSpec, PullPolicy, RestartPolicy, Target};
+use berth_container::{LaunchSettings, Launched, Stdio, launch};
 use berth_runtime::limits::CpuClock;
 use berth_runtime::quantity::{parse_cpus, parse_duration, parse_memory};
-use berth_container::{LaunchSettings, Launched, Stdio, launch};
 use berth_runtime::{
     EngineChoice, ExitReason, ExitStatus, KillMode, OutboundRule, Output, PortMapping, Runtime,
     RuntimeConfig, Stdin, program,
@@ -265,9 +265,7 @@ fn run_foreground(spec: &ContainerSpec) -> Result<u8> {
         // This process runs this one sandbox: its whole CPU time, file
         // work on tokio's blocking threads included, is the sandbox's.
         cpu_clock: CpuClock::Process,
-        default_max_connections: berth_runtime::http::default_max_connections(
-            open_files_limit(),
-        ),
+        default_max_connections: berth_runtime::http::default_max_connections(open_files_limit()),
     };
     let stdio = Stdio {
         stdin: Stdin::Inherit,
