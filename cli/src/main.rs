@@ -37,7 +37,7 @@ enum Command {
     Tag(image::TagArgs),
     /// Remove image names (blobs are freed by `berth image prune`).
     Rmi(image::RmiArgs),
-    /// Show images as JSON.
+    /// Show containers or images as JSON.
     Inspect(image::InspectArgs),
     /// Save images to an OCI image-layout tar.
     Save(image::SaveArgs),

@@ -72,8 +72,10 @@ impl Drop for Home {
             let Ok(state) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
                 continue;
             };
-            for key in ["pid"] {
-                if let Some(pid) = state[key].as_i64().and_then(|pid| i32::try_from(pid).ok())
+            {
+                if let Some(pid) = state["pid"]
+                    .as_i64()
+                    .and_then(|pid| i32::try_from(pid).ok())
                     && pid > 0
                 {
                     // SAFETY: kill(2) on a process this test started.
@@ -375,8 +377,8 @@ fn a_dead_supervisor_shows_as_exited() {
     let home = Home::new();
     let id = home.detach(&["--name", "orphan", &path("wasm/busy.wasm")]);
     let state = home.state(&id).expect("state");
-    for key in ["pid"] {
-        let pid = state[key].as_i64().expect("a pid") as i32;
+    {
+        let pid = state["pid"].as_i64().expect("a pid") as i32;
         // SAFETY: kill(2) on a process this test started.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
@@ -548,7 +550,8 @@ fn secrets_are_kept_from_other_users() {
     #[cfg(target_os = "linux")]
     {
         let lines = command_lines();
-        for key in ["pid"] {
+        {
+            let key = "pid";
             let pid = state[key].as_u64().expect("a pid") as u32;
             assert!(
                 lines.iter().any(|(seen, line)| *seen == pid
@@ -759,4 +762,46 @@ fn a_container_recorded_by_an_older_berth_is_listed_removed_and_never_rerun() {
     );
     home.run(&["rm", "legacy"]).expect_code(0);
     assert!(!dir.exists());
+}
+
+#[test]
+fn a_container_killed_at_its_memory_limit_shows_oomkilled() {
+    let home = Home::new();
+    let id = home.detach(&["--name", "hog", "-m", "32Mi", &path("wasm/hog.wasm"), "64"]);
+    wait_for("the container to exit", Duration::from_secs(60), || {
+        home.state(&id).filter(|state| state["status"] == "exited")
+    });
+    let all = home.run(&["ps", "-a"]);
+    let hog = row(&all, "hog").unwrap_or_else(|| panic!("hog not listed:\n{}", all.stdout));
+    assert!(hog.contains("Exited (137)"), "{hog}");
+    let inspect = home.run(&["inspect", "hog"]);
+    inspect.expect_code(0);
+    let inspected: serde_json::Value =
+        serde_json::from_str(&inspect.stdout).expect("inspect prints JSON");
+    let state = &inspected[0]["State"];
+    assert_eq!(state["OOMKilled"], true, "{inspected}");
+    assert_eq!(state["ExitCode"], 137, "{inspected}");
+    assert_eq!(state["Status"], "exited", "{inspected}");
+    assert_eq!(inspected[0]["Name"], "/hog");
+    // The guest's own words before it was killed, and berth's reason.
+    let logs = home.run(&["logs", "hog"]);
+    assert!(logs.stderr.contains("OOMKilled"), "{}", logs.stderr);
+
+    // A timeout is told apart from it (compiled first: the timeout counts
+    // compiling).
+    home.run(&["run", &path("wasm/busy.wasm"), "1"])
+        .expect_code(0);
+    let id = home.detach(&[
+        "--name",
+        "slow",
+        "--timeout",
+        "200ms",
+        &path("wasm/busy.wasm"),
+    ]);
+    let state = wait_for("the container to time out", Duration::from_secs(60), || {
+        home.state(&id).filter(|state| state["status"] == "exited")
+    });
+    assert_eq!(state["exit_code"], 137, "{state}");
+    assert_eq!(state["oom_killed"], false, "{state}");
+    assert_eq!(state["exit_reason"]["kind"], "timed_out", "{state}");
 }

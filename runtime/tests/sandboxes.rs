@@ -189,11 +189,13 @@ fn cpu_time_and_throttling_are_reported() {
             "{status:?}"
         );
         let stats = handle.stats();
-        // A fifth of a core for 0.6 s is 120 ms; it is throttled the rest
-        // of the time it would have run (less under other tests' load).
+        // A fifth of a core for 0.6 s is 120 ms (plus one period's burst
+        // and a tick); without the quota it would have used 600 ms. How
+        // much of the rest was spent throttled rather than waiting for a
+        // core depends on the machine's load.
         assert!(stats.cpu_time > Duration::from_millis(20), "{stats:?}");
-        assert!(stats.cpu_time < Duration::from_millis(400), "{stats:?}");
-        assert!(stats.throttled > Duration::from_millis(50), "{stats:?}");
+        assert!(stats.cpu_time < Duration::from_millis(250), "{stats:?}");
+        assert!(stats.throttled > Duration::ZERO, "{stats:?}");
         assert_eq!(stats.throttled, status.throttled);
     });
 }

@@ -209,6 +209,59 @@ fn status_column(state: &ContainerState) -> String {
     }
 }
 
+/// The container `reference` names (ID, short ID or name) as `berth
+/// inspect` shows it, in docker's shape (`State.OOMKilled`,
+/// `State.ExitCode`, …, plus berth's `State.ExitReason` and the spec as
+/// `Config`); `None` when no container has that name.
+pub(crate) fn inspect_container(reference: &str) -> Result<Option<serde_json::Value>> {
+    let store = crate::home::open_records()?;
+    let Ok(container) = store.resolve(reference) else {
+        return Ok(None);
+    };
+    let state = observed(&store.dir(container.id()), &container.state);
+    let record = &container.record;
+    let status = match state.status {
+        Status::Created => "created",
+        Status::Running => "running",
+        Status::Restarting => "restarting",
+        Status::Exited => "exited",
+    };
+    let (restart_name, retries) = match record.spec.restart {
+        RestartPolicy::No => ("no", 0),
+        RestartPolicy::Always => ("always", 0),
+        RestartPolicy::OnFailure { max } => ("on-failure", max.unwrap_or(0)),
+    };
+    Ok(Some(serde_json::json!({
+        "Id": record.id,
+        "Name": format!("/{}", record.name),
+        "Created": record.created,
+        "Image": record.spec.target_name(),
+        "Args": record.spec.args,
+        "State": {
+            "Status": status,
+            "Running": state.status == Status::Running,
+            "Restarting": state.status == Status::Restarting,
+            "OOMKilled": state.oom_killed,
+            "Dead": false,
+            "Pid": state.pid.unwrap_or(0),
+            "ExitCode": state.exit_code.unwrap_or(0),
+            "ExitReason": state.exit_reason,
+            "Error": state.error.clone().unwrap_or_default(),
+            "StartedAt": state.started_at,
+            "FinishedAt": state.finished_at,
+        },
+        "RestartCount": state.restart_count,
+        "HostConfig": {
+            "RestartPolicy": { "Name": restart_name, "MaximumRetryCount": retries },
+            "AutoRemove": record.spec.auto_remove,
+            "Memory": record.spec.limits.memory_bytes.unwrap_or(0),
+            "NanoCpus": record.spec.limits.cpus.map_or(0, |cpus| (cpus * 1e9) as u64),
+            "PortBindings": record.spec.port_descriptions(),
+        },
+        "Config": serde_json::to_value(&record.spec)?,
+    })))
+}
+
 /// `berth logs`.
 pub fn logs_command(args: LogsArgs) -> Result<u8> {
     let store = crate::home::open_records()?;

@@ -73,8 +73,8 @@ pub struct RmiArgs {
 /// `berth inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// Images to inspect.
-    #[arg(value_name = "IMAGE", required = true)]
+    /// Containers (ID, short ID or name) or images to inspect.
+    #[arg(value_name = "CONTAINER|IMAGE", required = true)]
     images: Vec<String>,
 }
 
@@ -298,6 +298,11 @@ pub fn inspect_command(args: InspectArgs) -> Result<u8> {
     let store = home::open_store()?;
     let mut out = Vec::new();
     for image in &args.images {
+        // Containers first, as docker does.
+        if let Some(container) = crate::commands::container::inspect_container(image)? {
+            out.push(container);
+            continue;
+        }
         let inspected = berth_registry::image::inspect(&store, image)?;
         let run = &inspected.run_config;
         let names: Vec<String> = inspected
