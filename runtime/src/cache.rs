@@ -223,23 +223,13 @@ impl CompileCache {
     }
 
     fn store(&self, path: &Path, payload: &[u8]) -> std::io::Result<()> {
-        create_private_dir_all(&self.dir)?;
+        berth_fs::create_private_dir_all(&self.dir)?;
         berth_fs::write_atomic_in(&self.dir, path, |file| {
             file.write_all(ENTRY_MAGIC)?;
             file.write_all(&Sha256::digest(payload))?;
             file.write_all(payload)
         })
     }
-}
-
-/// Creates `dir` and its missing parents, owner-only on unix (whatever the
-/// umask), so that the next run trusts it.
-fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
 }
 
 /// Reads the entry at `path`: its bytes, or why it is not trusted (checked
