@@ -99,34 +99,25 @@ impl CompileCache {
         &self.dir
     }
 
-    /// The path of the entry for `binary` compiled by `engine`.
-    pub fn entry_path(&self, engine: &Engine, binary: &[u8], kind: WasmKind) -> PathBuf {
+    /// The path of the entry for the binary whose sha256 is `digest`,
+    /// compiled by `engine`.
+    fn entry_path(&self, engine: &Engine, digest: &[u8; 32], kind: WasmKind) -> PathBuf {
         let mut hasher = Sha256Hasher(Sha256::new());
         hasher.write(b"berth-compile-cache-v1\0");
         engine.precompile_compatibility_hash().hash(&mut hasher);
         hasher.write(kind.noun().as_bytes());
-        hasher.write(&Sha256::digest(binary));
+        hasher.write(digest);
         let key = hex::encode(hasher.0.finalize());
         self.dir.join(format!("{key}.cwasm"))
     }
 
-    /// Loads `binary` from the cache, or compiles and stores it.
+    /// Loads `binary` (whose sha256 is `digest`) from the cache, or
+    /// compiles and stores it; also says whether it hit.
     pub(crate) fn load_or_compile(
         &self,
         engine: &Engine,
         binary: &[u8],
-        kind: WasmKind,
-        origin: &str,
-    ) -> Result<Code, RuntimeError> {
-        self.load_or_compile_with_outcome(engine, binary, kind, origin)
-            .map(|(program, _)| program)
-    }
-
-    /// As [`CompileCache::load_or_compile`], also saying whether it hit.
-    pub(crate) fn load_or_compile_with_outcome(
-        &self,
-        engine: &Engine,
-        binary: &[u8],
+        digest: &[u8; 32],
         kind: WasmKind,
         origin: &str,
     ) -> Result<(Code, CacheOutcome), RuntimeError> {
@@ -141,7 +132,7 @@ impl CompileCache {
             let (program, _) = self.compile_miss(engine, binary, kind, origin)?;
             return Ok((program, CacheOutcome::Untrusted));
         }
-        let path = self.entry_path(engine, binary, kind);
+        let path = self.entry_path(engine, digest, kind);
         let mut outcome = CacheOutcome::Miss;
         match read_entry(&path) {
             Ok(entry) => match entry.and_then(|entry| {

@@ -169,7 +169,12 @@ impl Runtime {
             return Ok(Program { inner: program });
         }
         let code = match &self.inner.cache {
-            Some(cache) => cache.load_or_compile(&slot.engine, &binary, kind, origin)?,
+            Some(cache) => {
+                let (code, outcome) =
+                    cache.load_or_compile(&slot.engine, &binary, &key.digest, kind, origin)?;
+                tracing::debug!(origin, ?outcome, "program loaded");
+                code
+            }
             None => program::compile(&slot.engine, &binary, kind, origin)?,
         };
         let program = Arc::new(ProgramInner::new(code, &binary, slot));
