@@ -41,6 +41,7 @@ pub const START_WAIT: Duration = Duration::from_secs(120);
 
 /// How long taking a lock waits for a checker that holds it for an
 /// instant ([`is_held`] takes it shared to test it).
+#[cfg_attr(not(unix), allow(dead_code))]
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Whether a live process holds the lock file `path`.
@@ -53,6 +54,7 @@ pub fn is_held(path: &Path) -> bool {
 
 /// Takes the lock file `path` (creating it owner-only) for as long as the
 /// returned file stays open; fails if another process holds it.
+#[cfg_attr(not(unix), allow(dead_code))]
 pub fn hold(path: &Path) -> Result<File> {
     let file = berth_fs::private_file()
         .read(true)

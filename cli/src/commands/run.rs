@@ -447,6 +447,7 @@ pub(crate) enum StopSignal {
     /// Ctrl-C.
     Interrupt,
     /// `kill`, `docker stop`.
+    #[cfg_attr(not(unix), allow(dead_code))]
     Terminate,
 }
 
