@@ -2,73 +2,15 @@
 //! stats), per-sandbox stdio, limits under load, two runtimes side by side,
 //! HTTP handlers without a listener.
 
-use std::path::Path;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use berth_runtime::{
     EXIT_KILLED, EXIT_TERMINATED, EngineChoice, Entrypoint, ExitReason, KillMode, Limits, Output,
-    OutputRing, Program, Runtime, RuntimeConfig, SandboxSpec, Stdin,
+    OutputRing, SandboxSpec, Stdin,
 };
-
-/// A guest that spins forever without calling the host.
-const SPIN: &str = r#"(module
-  (memory (export "memory") 1)
-  (func (export "_start") (loop $l (br $l))))"#;
-
-/// A guest that grows its memory by 15 pages (to 16), then blocks reading
-/// stdin, then exits 0.
-const GROW_THEN_WAIT: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_read"
-    (func $fd_read (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "_start")
-    (drop (memory.grow (i32.const 15)))
-    ;; one iovec at 0: buffer at 16, 8 bytes; bytes read at 8
-    (i32.store (i32.const 0) (i32.const 16))
-    (i32.store (i32.const 4) (i32.const 8))
-    (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
-
-/// A guest that exits with the code given as its only export parameter
-/// is awkward in WAT; this one exits with 7 through proc_exit.
-const EXIT_7: &str = r#"(module
-  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
-  (memory (export "memory") 1)
-  (func (export "_start") (call $exit (i32.const 7))))"#;
-
-fn example(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../examples/wasm")
-            .join(name),
-    )
-    .expect("example wasm is checked in")
-}
-
-fn runtime() -> Runtime {
-    Runtime::new(RuntimeConfig::default())
-}
-
-fn load(runtime: &Runtime, text: &str) -> Program {
-    runtime
-        .load(text.as_bytes(), "test.wat", EngineChoice::Command)
-        .expect("the test module compiles")
-}
-
-fn spec(limits: Limits) -> SandboxSpec {
-    SandboxSpec {
-        program_name: "guest".into(),
-        limits,
-        ..SandboxSpec::default()
-    }
-}
-
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
+use common::{EXIT_7, GROW_THEN_WAIT, SPIN, example, load, multi_thread, runtime, spec};
 
 #[test]
 fn kill_stops_a_spinning_guest_without_limits() {

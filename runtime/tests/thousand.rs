@@ -3,73 +3,26 @@
 //! HTTP handler, all running together; every limit fires. A test binary of
 //! its own, so that no other test competes with it for the two cores.
 
-use std::path::Path;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use berth_runtime::http::HandlerConfig;
-use berth_runtime::{
-    EngineChoice, ExitReason, Limits, Output, Program, Runtime, RuntimeConfig, SandboxSpec, Stdin,
-};
+use berth_runtime::{EngineChoice, ExitReason, Limits, Output, SandboxSpec, Stdin};
 use bytes::Bytes;
+use common::{EXIT_7, HOG, SPIN, WAIT, example, load, multi_thread, runtime, spec};
 use http_body_util::{BodyExt, Full};
-
-/// A guest that spins forever without calling the host.
-const SPIN: &str = r#"(module
-  (memory (export "memory") 1)
-  (func (export "_start") (loop $l (br $l))))"#;
-
-/// A guest that grows its memory a page at a time until refused, then
-/// traps (as a C program's failed malloc would abort).
-const HOG: &str = r#"(module
-  (memory (export "memory") 1)
-  (func (export "_start")
-    (loop $l
-      (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then unreachable))
-      (br $l))))"#;
-
-/// A guest that blocks reading stdin, then exits 0.
-const WAIT: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_read"
-    (func $fd_read (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 16))
-    (i32.store (i32.const 4) (i32.const 8))
-    (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
-
-/// A guest that exits with 7 through proc_exit.
-const EXIT_7: &str = r#"(module
-  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
-  (memory (export "memory") 1)
-  (func (export "_start") (call $exit (i32.const 7))))"#;
-
-fn load(runtime: &Runtime, text: &str) -> Program {
-    runtime
-        .load(text.as_bytes(), "test.wat", EngineChoice::Command)
-        .expect("the test module compiles")
-}
-
-fn spec(limits: Limits) -> SandboxSpec {
-    SandboxSpec {
-        program_name: "guest".into(),
-        limits,
-        ..SandboxSpec::default()
-    }
-}
 
 #[test]
 fn thousand_sandboxes_with_every_limit_firing() {
-    let runtime = Runtime::new(RuntimeConfig::default());
+    let runtime = runtime();
     let spin = load(&runtime, SPIN);
     let hog = load(&runtime, HOG);
     let exit = load(&runtime, EXIT_7);
     let wait = load(&runtime, WAIT);
     let http = runtime
         .load(
-            &std::fs::read(
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm/http-hello.wasm"),
-            )
-            .expect("example wasm is checked in"),
+            &example("http-hello.wasm"),
             "http-hello.wasm",
             EngineChoice::Command,
         )
@@ -78,12 +31,7 @@ fn thousand_sandboxes_with_every_limit_firing() {
     let again = load(&runtime, SPIN);
     assert_eq!(runtime.cached_programs(), 5);
     drop(again);
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    tokio.block_on(async {
+    multi_thread().block_on(async {
         let handler = runtime
             .http_handler(
                 &http,
