@@ -41,7 +41,7 @@ fn thousand_sandboxes_with_every_limit_firing() {
                         memory_bytes: Some(64 << 20),
                         ..Limits::default()
                     },
-                    request_timeout: Duration::from_secs(60),
+                    request_timeout: Duration::from_secs(10),
                     max_concurrency: 100,
                     env: Vec::new(),
                     mounts: Vec::new(),
@@ -101,13 +101,19 @@ fn thousand_sandboxes_with_every_limit_firing() {
                 .expect("starts");
             sandboxes.push((index, handle));
         }
-        // A hundred requests to the handler while the sandboxes run.
+        // A hundred requests to the handler while the sandboxes run; every
+        // tenth outlasts the request timeout.
         let mut requests = Vec::new();
-        for _ in 0..100 {
+        for index in 0..100 {
             let handler = handler.clone();
+            let uri = if index % 10 == 0 {
+                "http://localhost/sleep?ms=60000"
+            } else {
+                "http://localhost/"
+            };
             requests.push(tokio::spawn(async move {
                 let request = hyper::Request::builder()
-                    .uri("http://localhost/")
+                    .uri(uri)
                     .body(Full::new(Bytes::new()))
                     .expect("request");
                 let response = handler.handle(request).await;
@@ -120,10 +126,14 @@ fn thousand_sandboxes_with_every_limit_firing() {
                 (status, body.map(|body| body.len()).unwrap_or(0))
             }));
         }
-        for request in requests {
+        for (index, request) in requests.into_iter().enumerate() {
             let (status, length) = request.await.expect("request task");
-            assert_eq!(status, 200);
-            assert!(length > 0);
+            if index % 10 == 0 {
+                assert_eq!(status, 504, "request {index} outlasts its timeout");
+            } else {
+                assert_eq!(status, 200, "request {index}");
+                assert!(length > 0);
+            }
         }
         let (mut timed_out, mut throttled, mut oom, mut exited) = (0, 0, 0, 0);
         for (index, handle) in sandboxes {
