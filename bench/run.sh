@@ -5,18 +5,10 @@
 #   bench/run.sh cold       # one section: cold | instantiate | cache | cpu | images | http
 # Needs: hyperfine, wabt, wrk, skopeo, docker-registry, gcc (static glibc), runc (apt), and wasmtime-cli 48.0.8
 # (`cargo install wasmtime-cli@48.0.8 --locked`, ~15 minutes, once).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-root=$PWD
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth-target}"
-work=$(mktemp -d /tmp/berth-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+source "$(dirname "$0")/common.sh"
 sections=("${@:-cold instantiate cache cpu images http}")
 want() { [[ " ${sections[*]} " == *" $1 "* ]]; }
 
-cargo build --release -p berth -q
-berth="$CARGO_TARGET_DIR/release/berth"
-export BERTH_HOME="$work/home"
 hello="$root/examples/wasm/hello.wasm"
 echo "machine: $(nproc) cores, $(uname -sr), $(date -u +%F)"
 echo "berth: $("$berth" --version); wasmtime: $(wasmtime --version 2>/dev/null || echo missing)"
