@@ -18,7 +18,7 @@ use crate::containers::{
 };
 use crate::supervisor::{self, START_WAIT, is_active, observed};
 
-/// Flags of `berth ps`.
+// Flags of `berth ps`.
 #[derive(Debug, Args)]
 pub struct PsArgs {
     /// Show all containers (default: only running ones).
@@ -29,7 +29,7 @@ pub struct PsArgs {
     quiet: bool,
 }
 
-/// Flags of `berth logs`.
+// Flags of `berth logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Keep printing new output until the container exits.
@@ -46,7 +46,7 @@ pub struct LogsArgs {
     container: String,
 }
 
-/// Flags of `berth stop` and `berth restart`.
+// Flags of `berth stop` and `berth restart`.
 #[derive(Debug, Args)]
 pub struct StopArgs {
     /// Seconds to wait for the program to stop before killing it.
@@ -63,7 +63,7 @@ pub struct StopArgs {
     containers: Vec<String>,
 }
 
-/// Flags of `berth start`.
+// Flags of `berth start`.
 #[derive(Debug, Args)]
 pub struct StartArgs {
     /// Names, IDs or unique ID prefixes.
@@ -71,7 +71,7 @@ pub struct StartArgs {
     containers: Vec<String>,
 }
 
-/// Flags of `berth rm`.
+// Flags of `berth rm`.
 #[derive(Debug, Args)]
 pub struct RmArgs {
     /// Stop (kill) a running container first.

@@ -27,7 +27,7 @@ use clap::Args;
 
 use crate::containers::RestartPolicy;
 
-/// Flags of `berth run`.
+// Flags of `berth run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Set an environment variable (KEY=VALUE, or KEY to pass the host's value).
