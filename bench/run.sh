@@ -3,38 +3,19 @@
 # docs/benchmarks.md. Run on an otherwise idle machine:
 #   bench/run.sh            # all
 #   bench/run.sh cold       # one section: cold | instantiate | cache | cpu | images | http
-# Needs: hyperfine, wabt, wrk, skopeo, docker-registry, gcc (static glibc), runc (apt), and wasmtime-cli 48.0.8
+# Needs: hyperfine, wabt, wrk, skopeo, docker-registry, gcc (static glibc), runc, GNU time (apt), and wasmtime-cli 48.0.8
 # (`cargo install wasmtime-cli@48.0.8 --locked`, ~15 minutes, once).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-root=$PWD
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth-target}"
-work=$(mktemp -d /tmp/berth-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+source "$(dirname "$0")/common.sh"
 sections=("${@:-cold instantiate cache cpu images http}")
 want() { [[ " ${sections[*]} " == *" $1 "* ]]; }
 
-cargo build --release -p berth -q
-berth="$CARGO_TARGET_DIR/release/berth"
-export BERTH_HOME="$work/home"
 hello="$root/examples/wasm/hello.wasm"
 echo "machine: $(nproc) cores, $(uname -sr), $(date -u +%F)"
 echo "berth: $("$berth" --version); wasmtime: $(wasmtime --version 2>/dev/null || echo missing)"
 
 if want cold; then
   echo "== cold start: whole process, C hello (warm compile caches) =="
-  # Native static hello in a runc bundle.
-  bundle="$work/bundle"
-  mkdir -p "$bundle/rootfs"
-  gcc -O2 -static "$root/examples/c/hello.c" -o "$bundle/rootfs/hello"
-  (cd "$bundle" && runc spec && jq '.process.args = ["/hello"] | .process.terminal = false | .root.readonly = true' config.json > c.json && mv c.json config.json)
-  "$berth" run "$hello" > /dev/null
-  wasmtime run "$hello" > /dev/null
-  hyperfine -N --warmup 20 --runs 300 --export-markdown "$work/cold.md" \
-    -n "berth run hello.wasm" "$berth run $hello" \
-    -n "wasmtime run hello.wasm" "wasmtime run $hello" \
-    -n "runc run (native static hello)" "runc run -b $bundle berth-bench-hello"
-  cat "$work/cold.md"
+  "$root/bench/coldstart.sh"
 fi
 
 if want instantiate; then

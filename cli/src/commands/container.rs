@@ -19,7 +19,7 @@ use crate::EXIT_BERTH_ERROR;
 use crate::commands::run::{RunArgs, host_env};
 use crate::supervisor::{self, START_WAIT, is_active, observed};
 
-/// Flags of `berth ps`.
+// Flags of `berth ps`.
 #[derive(Debug, Args)]
 pub struct PsArgs {
     /// Show all containers (default: only running ones).
@@ -30,7 +30,7 @@ pub struct PsArgs {
     quiet: bool,
 }
 
-/// Flags of `berth logs`.
+// Flags of `berth logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Keep printing new output until the container exits.
@@ -47,7 +47,7 @@ pub struct LogsArgs {
     container: String,
 }
 
-/// Flags of `berth stop` and `berth restart`.
+// Flags of `berth stop` and `berth restart`.
 #[derive(Debug, Args)]
 pub struct StopArgs {
     /// Seconds to wait for the program to stop before killing it.
@@ -64,7 +64,7 @@ pub struct StopArgs {
     containers: Vec<String>,
 }
 
-/// Flags of `berth start`.
+// Flags of `berth start`.
 #[derive(Debug, Args)]
 pub struct StartArgs {
     /// Names, IDs or unique ID prefixes.
@@ -72,7 +72,7 @@ pub struct StartArgs {
     containers: Vec<String>,
 }
 
-/// Flags of `berth rm`.
+// Flags of `berth rm`.
 #[derive(Debug, Args)]
 pub struct RmArgs {
     /// Stop (kill) a running container first.

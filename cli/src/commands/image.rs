@@ -15,7 +15,7 @@ use clap::{Args, Subcommand};
 
 use crate::home;
 
-/// `berth build`.
+// `berth build`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// Name and optionally tag the image (NAME[:TAG]); repeatable.
@@ -40,7 +40,7 @@ pub struct BuildArgs {
     context: PathBuf,
 }
 
-/// `berth images`.
+// `berth images`.
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
     /// Only show digests.
@@ -51,7 +51,7 @@ pub struct ImagesArgs {
     digests: bool,
 }
 
-/// `berth tag`.
+// `berth tag`.
 #[derive(Debug, Args)]
 pub struct TagArgs {
     /// The existing image (name or digest).
@@ -62,7 +62,7 @@ pub struct TagArgs {
     target: String,
 }
 
-/// `berth rmi`.
+// `berth rmi`.
 #[derive(Debug, Args)]
 pub struct RmiArgs {
     /// Images to untag (names or digests); blobs go with `berth image prune`.
@@ -70,7 +70,7 @@ pub struct RmiArgs {
     images: Vec<String>,
 }
 
-/// `berth inspect`.
+// `berth inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// Containers (ID, short ID or name) or images to inspect.
@@ -78,7 +78,7 @@ pub struct InspectArgs {
     images: Vec<String>,
 }
 
-/// `berth save`.
+// `berth save`.
 #[derive(Debug, Args)]
 pub struct SaveArgs {
     /// Write to this file (an OCI image-layout tar).
@@ -89,7 +89,7 @@ pub struct SaveArgs {
     images: Vec<String>,
 }
 
-/// `berth load`.
+// `berth load`.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     /// Read from this tar file.
@@ -97,7 +97,7 @@ pub struct LoadArgs {
     input: PathBuf,
 }
 
-/// Flags shared by commands that talk to a registry.
+// Flags shared by commands that talk to a registry.
 #[derive(Debug, Args, Clone)]
 pub struct RemoteArgs {
     /// Use plain HTTP (automatic for localhost and 127.0.0.1).
@@ -108,7 +108,7 @@ pub struct RemoteArgs {
     quiet: bool,
 }
 
-/// `berth pull`.
+// `berth pull`.
 #[derive(Debug, Args)]
 pub struct PullArgs {
     #[command(flatten)]
@@ -118,7 +118,7 @@ pub struct PullArgs {
     image: String,
 }
 
-/// `berth push`.
+// `berth push`.
 #[derive(Debug, Args)]
 pub struct PushArgs {
     #[command(flatten)]
@@ -131,7 +131,7 @@ pub struct PushArgs {
     destination: Option<String>,
 }
 
-/// `berth login`.
+// `berth login`.
 #[derive(Debug, Args)]
 pub struct LoginArgs {
     /// User name.
@@ -151,7 +151,7 @@ pub struct LoginArgs {
     registry: String,
 }
 
-/// `berth logout`.
+// `berth logout`.
 #[derive(Debug, Args)]
 pub struct LogoutArgs {
     /// The registry (host[:port]).
@@ -161,6 +161,7 @@ pub struct LogoutArgs {
 
 /// `berth image …`.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ImageCommand {
     /// List images.
     #[command(alias = "list")]

@@ -30,7 +30,7 @@ use berth_runtime::{
 };
 use clap::Args;
 
-/// Flags of `berth run`.
+// Flags of `berth run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Set an environment variable (KEY=VALUE, or KEY to pass the host's value).
