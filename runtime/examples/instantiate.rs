@@ -17,9 +17,11 @@
 //! (K client tasks, each starting one sandbox after another) and report the
 //! per-sandbox start-to-exit latency and the throughput.
 //!
-//! Usage: `cargo run --release -p berth-runtime --example instantiate -- [RUNS] [FILE...]`
+//! Usage: `cargo run --release -p berth-runtime --example instantiate -- [--only HOST] [RUNS] [FILE...]`
 //! (default: 5000 runs each of `examples/wasm/hello.wasm` and
-//! `examples/wasm/hello-p2.wasm`).
+//! `examples/wasm/hello-p2.wasm`; `--only` keeps the hosts whose label
+//! contains HOST, for profiling one of them; ratios are then to the first
+//! host kept).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +31,9 @@ use berth_runtime::wasmtime::component::ResourceTable;
 use berth_runtime::wasmtime::{
     Engine, InstanceAllocationStrategy, InstancePre, Linker, PoolingAllocationConfig, Store,
 };
-use berth_runtime::{EngineChoice, Output, PoolSizing, Program, Runtime, RuntimeConfig, SandboxSpec};
+use berth_runtime::{
+    EngineChoice, Output, PoolSizing, Program, Runtime, RuntimeConfig, SandboxSpec,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -41,6 +45,15 @@ const IN_FLIGHT: [usize; 3] = [2, 8, 64];
 
 fn main() -> Result<(), Error> {
     let mut args = std::env::args().skip(1).peekable();
+    let only = if args.peek().map(String::as_str) == Some("--only") {
+        args.next();
+        Some(
+            args.next()
+                .ok_or("--only needs a host name, e.g. --only berth")?,
+        )
+    } else {
+        None
+    };
     let runs: usize = match args.peek().map(|arg| arg.parse::<usize>()) {
         Some(Ok(runs)) => {
             args.next();
@@ -58,7 +71,7 @@ fn main() -> Result<(), Error> {
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for file in &files {
-        bench_file(file, runs)?;
+        bench_file(file, runs, only.as_deref())?;
     }
     Ok(())
 }
@@ -87,17 +100,19 @@ impl Round {
 }
 
 fn micros(duration: Duration) -> String {
-    format!("{:.0} µs", duration.as_secs_f64() * 1e6)
+    let micros = duration.as_secs_f64() * 1e6;
+    if micros < 100.0 {
+        format!("{micros:.1} µs")
+    } else {
+        format!("{micros:.0} µs")
+    }
 }
 
 /// The hosts measured for each program.
 #[derive(Clone)]
 enum Host {
     Floor(Arc<Floor>),
-    Berth {
-        runtime: Runtime,
-        program: Program,
-    },
+    Berth { runtime: Runtime, program: Program },
 }
 
 impl Host {
@@ -119,7 +134,9 @@ impl Host {
                 };
                 let status = runtime.start(program, spec)?.wait().await;
                 if status.code != 0 {
-                    return Err(format!("the guest exited {}: {:?}", status.code, status.reason).into());
+                    return Err(
+                        format!("the guest exited {}: {:?}", status.code, status.reason).into(),
+                    );
                 }
                 Ok(())
             }
@@ -131,11 +148,12 @@ impl Host {
 /// so that a change in the machine's load touches every host alike.
 const CHUNKS: usize = 10;
 
-fn bench_file(file: &Path, runs: usize) -> Result<(), Error> {
+fn bench_file(file: &Path, runs: usize, only: Option<&str>) -> Result<(), Error> {
     let bytes = std::fs::read(file).map_err(|error| format!("{}: {error}", file.display()))?;
-    let name = file
-        .file_name()
-        .map_or_else(|| file.display().to_string(), |name| name.to_string_lossy().into_owned());
+    let name = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    );
     let pooling = Host::Floor(Arc::new(Floor::new(&bytes, true)?));
     let on_demand = Host::Floor(Arc::new(Floor::new(&bytes, false)?));
     let runtime = Runtime::new(RuntimeConfig::default());
@@ -147,12 +165,15 @@ fn bench_file(file: &Path, runs: usize) -> Result<(), Error> {
         program: runtime.load(&bytes, &name, EngineChoice::Serving(POOL))?,
         runtime,
     };
-    let hosts = [
+    let hosts: Vec<(&str, Host)> = [
         ("floor: wasmtime, pooling", pooling),
         ("floor: wasmtime, on-demand", on_demand),
         ("berth, pooling engine", serving),
         ("berth, command engine (on-demand)", command),
-    ];
+    ]
+    .into_iter()
+    .filter(|(label, _)| only.is_none_or(|only| label.contains(only)))
+    .collect();
     let row = |host: &str, in_flight: usize, round: &Round, floor: &Round| {
         println!(
             "| `{name}` | {host} | {in_flight} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} |",
