@@ -2,11 +2,11 @@
 # berth benchmarks: the commands whose results are recorded in
 # docs/benchmarks.md. Run on an otherwise idle machine:
 #   bench/run.sh            # all
-#   bench/run.sh cold       # one section: cold | instantiate | cache | cpu | images | http
+#   bench/run.sh cold       # one section: cold | instantiate | density | cache | cpu | images | http
 # Needs: hyperfine, wabt, wrk, skopeo, docker-registry, gcc (static glibc), runc, GNU time (apt), and wasmtime-cli 48.0.8
 # (`cargo install wasmtime-cli@48.0.8 --locked`, ~15 minutes, once).
 source "$(dirname "$0")/common.sh"
-sections=("${@:-cold instantiate cache cpu images http}")
+sections=("${@:-cold instantiate density cache cpu images http}")
 want() { [[ " ${sections[*]} " == *" $1 "* ]]; }
 
 hello="$root/examples/wasm/hello.wasm"
@@ -19,9 +19,13 @@ if want cold; then
 fi
 
 if want instantiate; then
-  echo "== in-process instantiate-to-exit =="
-  cargo run --release -q -p berth-runtime --example instantiate -- "$hello" 5000
-  cargo run --release -q -p berth-runtime --example instantiate -- "$root/examples/wasm/hello-p2.wasm" 5000
+  echo "== in-process start-to-exit: berth against a minimal wasmtime host, sequential and concurrent =="
+  cargo run --release -q --locked -p berth-runtime --example instantiate -- 5000 "$hello" "$root/examples/wasm/hello-p2.wasm"
+fi
+
+if want density; then
+  echo "== idle sandboxes in one process: creation time and RSS =="
+  cargo run --release -q --locked -p berth-runtime --example density -- 10000
 fi
 
 if want cache; then

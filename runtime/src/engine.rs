@@ -129,6 +129,8 @@ struct ClockState {
     users: usize,
     started: bool,
     stopped: bool,
+    /// The thread waits for a user (and must be woken for one).
+    asleep: bool,
 }
 
 fn lock(shared: &ClockShared) -> MutexGuard<'_, ClockState> {
@@ -154,6 +156,9 @@ impl EpochClock {
     pub(crate) fn hold(&self) -> ClockHold {
         let mut state = lock(&self.shared);
         state.users += 1;
+        // Waking the thread is a futex call: make it only when the thread
+        // is asleep, not on every sandbox's start.
+        let asleep = state.asleep;
         if !state.started {
             state.started = true;
             let shared = self.shared.clone();
@@ -165,7 +170,9 @@ impl EpochClock {
             }
         }
         drop(state);
-        self.shared.wake.notify_all();
+        if asleep {
+            self.shared.wake.notify_all();
+        }
         ClockHold {
             shared: self.shared.clone(),
         }
@@ -184,10 +191,12 @@ fn tick(shared: &ClockShared) {
     let mut state = lock(shared);
     loop {
         while state.users == 0 && !state.stopped {
+            state.asleep = true;
             state = shared
                 .wake
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.asleep = false;
         }
         if state.stopped {
             // The engines are released with the state's last reference.

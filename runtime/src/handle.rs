@@ -12,12 +12,12 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -179,9 +179,14 @@ pub struct SandboxStats {
 }
 
 /// What the task running a sandbox and its handles share.
+///
+/// The end is reported through a `OnceLock` and a `Notify` rather than a
+/// watch channel: set once, read by every handle, and an uncontended
+/// notification instead of a watch's eight.
 pub(crate) struct Shared {
     kill: watch::Sender<Option<KillMode>>,
-    status: watch::Receiver<Option<ExitStatus>>,
+    status: OnceLock<ExitStatus>,
+    ended: Notify,
     pub(crate) usage: Arc<Usage>,
     /// The meter of a single sandbox's polls (servers add each request's
     /// CPU to `usage` instead).
@@ -204,16 +209,25 @@ impl std::fmt::Debug for SandboxHandle {
 }
 
 /// The task's side of a handle: where it learns of kills and reports the
-/// end.
+/// end. Dropped without [`TaskSide::finish`] (its tokio runtime shut down
+/// under it), it reports the sandbox lost.
 pub(crate) struct TaskSide {
     pub(crate) kill: watch::Receiver<Option<KillMode>>,
-    status: watch::Sender<Option<ExitStatus>>,
+    shared: Arc<Shared>,
 }
 
 impl TaskSide {
     /// Reports how the sandbox ended.
     pub(crate) fn finish(self, status: ExitStatus) {
-        self.status.send_replace(Some(status));
+        // Only the task sets the status; dropping `self` wakes the waiters.
+        let _ = self.shared.status.set(status);
+    }
+}
+
+impl Drop for TaskSide {
+    fn drop(&mut self) {
+        self.shared.status.get_or_init(lost);
+        self.shared.ended.notify_waiters();
     }
 }
 
@@ -231,37 +245,42 @@ impl SandboxHandle {
     /// A handle and the task side that goes with it.
     pub(crate) fn pair(usage: Arc<Usage>, meter: Option<Arc<CpuMeter>>) -> (Self, TaskSide) {
         let (kill_tx, kill_rx) = watch::channel(None);
-        let (status_tx, status_rx) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            kill: kill_tx,
+            status: OnceLock::new(),
+            ended: Notify::new(),
+            usage,
+            meter,
+        });
         (
             SandboxHandle {
-                shared: Arc::new(Shared {
-                    kill: kill_tx,
-                    status: status_rx,
-                    usage,
-                    meter,
-                }),
+                shared: shared.clone(),
             },
             TaskSide {
                 kill: kill_rx,
-                status: status_tx,
+                shared,
             },
         )
     }
 
     /// Waits for the sandbox to end and says how it ended.
     pub async fn wait(&self) -> ExitStatus {
-        let mut status = self.shared.status.clone();
-        match status.wait_for(Option::is_some).await {
-            Ok(status) => status.clone().unwrap_or_else(lost),
-            // The task was dropped without reporting: its tokio runtime
-            // shut down under it.
-            Err(_) => lost(),
+        loop {
+            let ended = self.shared.ended.notified();
+            let mut ended = std::pin::pin!(ended);
+            // Registered before the status is read, so that an end
+            // reported in between still wakes this waiter.
+            ended.as_mut().enable();
+            if let Some(status) = self.shared.status.get() {
+                return status.clone();
+            }
+            ended.await;
         }
     }
 
     /// How the sandbox ended, if it has.
     pub fn try_wait(&self) -> Option<ExitStatus> {
-        self.shared.status.borrow().clone()
+        self.shared.status.get().cloned()
     }
 
     /// Asks the sandbox to stop. Asking again with [`KillMode::Immediate`]
@@ -473,9 +492,9 @@ impl Runtime {
         let program = program.clone();
         let hold = self.hold_clock();
         tokio.spawn(async move {
-            let TaskSide { mut kill, status } = task;
+            let mut kill = task.kill.clone();
             let outcome = drive(store, guest, &limits, &mut kill).await;
-            status.send_replace(Some(outcome));
+            task.finish(outcome);
             drop((hold, program, runtime));
         });
         handle

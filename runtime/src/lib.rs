@@ -31,7 +31,7 @@ pub mod stdio;
 
 pub use cache::CompileCache;
 pub use compile::{ChildCompiler, CompileIsolation, CompileLimits};
-pub use engine::{EPOCH_TICK, PoolSizing};
+pub use engine::{EPOCH_TICK, PoolSizing, engine_config};
 pub use error::RuntimeError;
 pub use footprint::Footprint;
 pub use handle::{

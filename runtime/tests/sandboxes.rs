@@ -366,3 +366,39 @@ fn graceful_stop_of_a_server_closes_idle_keep_alive_connections() {
         assert_eq!(closed.expect("a clean close"), 0);
     });
 }
+
+#[test]
+fn a_sandbox_whose_tokio_runtime_shut_down_reads_as_killed() {
+    let runtime = runtime();
+    let program = load(&runtime, GROW_THEN_WAIT);
+    let tokio = multi_thread();
+    let (reader, writer) = tokio::io::duplex(64);
+    let handle = tokio
+        .block_on(async {
+            runtime.start(
+                &program,
+                SandboxSpec {
+                    stdin: Stdin::Reader(Box::new(reader)),
+                    ..spec(Limits::default())
+                },
+            )
+        })
+        .expect("starts");
+    assert!(handle.try_wait().is_none(), "blocked on stdin");
+    // The task running the sandbox is dropped with its runtime.
+    drop(tokio);
+    let status = multi_thread().block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), handle.wait())
+            .await
+            .expect("a lost sandbox reads as ended")
+    });
+    assert_eq!(status.code, EXIT_KILLED);
+    assert_eq!(
+        status.reason,
+        ExitReason::Killed {
+            mode: KillMode::Immediate
+        }
+    );
+    assert_eq!(handle.try_wait(), Some(status));
+    drop(writer);
+}
