@@ -172,7 +172,10 @@ pub struct SandboxStats {
     pub memory_bytes: u64,
     /// The most bytes charged at once.
     pub peak_memory_bytes: u64,
-    /// CPU time its guest and the host calls it made used.
+    /// CPU time its guest and the host calls it made used: read from the
+    /// thread CPU clock for a sandbox with a CPU quota; for one without, the
+    /// time spent running it (the same unless the machine runs more threads
+    /// than it has cores).
     pub cpu_time: Duration,
     /// Time its CPU quota held it back.
     pub throttled: Duration,
@@ -396,7 +399,14 @@ impl Runtime {
         let reserved = program.footprint().bytes;
         let engine = program.inner.slot.engine.clone();
         let usage = Arc::new(Usage::default());
-        let meter = Arc::new(CpuMeter::new(limits.cpu_clock));
+        // A quota needs the thread's CPU clock; statistics alone make do
+        // with the wall time of the sandbox's polls (see CpuMeter).
+        let quota = limits.cpus.is_some_and(|cpus| cpus < 1.0);
+        let meter = Arc::new(if quota {
+            CpuMeter::new(limits.cpu_clock)
+        } else {
+            CpuMeter::estimating()
+        });
         match program.code() {
             // Only an explicit `-p` is refused: an image's EXPOSE is metadata,
             // and a module that cannot listen simply never uses it.

@@ -281,6 +281,12 @@ impl CpuThrottle {
 /// and end of every poll ([`Metered`]), and the CPU time of the poll in
 /// progress is read against the start of that same poll. Where no thread
 /// CPU clock exists, the wall time spent inside polls stands in for it.
+///
+/// Reading a thread's CPU clock is a system call (Linux has no fast path
+/// for it), two per poll: a quota needs that precision, statistics alone
+/// do not. A meter made [`CpuMeter::estimating`] charges the wall time
+/// spent inside polls instead, which is the CPU time unless the machine
+/// runs more threads than it has cores.
 #[derive(Debug)]
 pub(crate) struct CpuMeter {
     /// CPU nanoseconds of finished polls.
@@ -292,6 +298,8 @@ pub(crate) struct CpuMeter {
     /// With [`CpuClock::Process`], the process's CPU time when the meter
     /// was made.
     process_origin: Option<Duration>,
+    /// Whether the thread CPU clock is read (else wall time in polls).
+    precise: bool,
 }
 
 impl Default for CpuMeter {
@@ -311,12 +319,27 @@ impl CpuMeter {
                 CpuClock::Sandbox => None,
                 CpuClock::Process => process_cpu_time(),
             },
+            precise: true,
+        }
+    }
+
+    /// A meter for statistics only: it charges the wall time spent inside
+    /// polls, which costs no system call.
+    pub fn estimating() -> Self {
+        CpuMeter {
+            process_origin: None,
+            precise: false,
+            ..CpuMeter::new(CpuClock::Sandbox)
         }
     }
 
     /// The current thread's clock, in nanoseconds.
     fn thread_clock(&self) -> u64 {
-        let now = thread_cpu_time().unwrap_or_else(|| self.origin.elapsed());
+        let now = if self.precise {
+            thread_cpu_time().unwrap_or_else(|| self.origin.elapsed())
+        } else {
+            self.origin.elapsed()
+        };
         u64::try_from(now.as_nanos()).unwrap_or(u64::MAX)
     }
 
