@@ -1,0 +1,353 @@
+//! The shim under a real containerd (Debian's 1.6.20): a private daemon
+//! with its root, state, sockets and config in a temp dir, the `native`
+//! snapshotter, and this build's `containerd-shim-berth-v1` first on its
+//! PATH. Images are built and saved by berth's registry library (what
+//! `berth build` and `berth save` run), imported with `ctr image import`
+//! and run with `ctr run --runtime io.containerd.berth.v1`.
+//!
+//! Skips (with a message) where containerd is not installed; needs root,
+//! as containerd does.
+
+#![cfg(target_os = "linux")]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-berth-v1");
+const NAMESPACE: &str = "berth-test";
+const RUNTIME: &str = "io.containerd.berth.v1";
+/// containerd 1.6 puts every shim's socket here, whatever its config says.
+const SHIM_SOCKETS: &str = "/run/containerd/s";
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn containerd_installed() -> bool {
+    Command::new("containerd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+fn shim_sockets() -> HashSet<PathBuf> {
+    std::fs::read_dir(SHIM_SOCKETS)
+        .map(|dir| dir.flatten().map(|entry| entry.path()).collect())
+        .unwrap_or_default()
+}
+
+/// What a bounded command printed and how it ended.
+#[derive(Debug)]
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Waits for `child` at most `limit`, killing it after that.
+fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("wait");
+            panic!(
+                "{what} did not finish within {limit:?}; stdout: {} stderr: {}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("wait");
+    Output {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A private containerd, stopped (with the shims it started) on drop.
+struct Containerd {
+    dir: tempfile::TempDir,
+    daemon: Child,
+    sockets_before: HashSet<PathBuf>,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-ctrd-")
+            .tempdir()
+            .expect("temp dir");
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let config = format!(
+            "version = 2\nroot = {root:?}\nstate = {state:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = {grpc:?}\n[ttrpc]\n  address = {ttrpc:?}\n[debug]\n  address = {debug:?}\n\
+             [metrics]\n  address = \"\"\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = {opt:?}\n",
+            root = path("root"),
+            state = path("state"),
+            grpc = path("containerd.sock"),
+            ttrpc = path("containerd.sock.ttrpc"),
+            debug = path("debug.sock"),
+            opt = path("opt"),
+        );
+        std::fs::write(dir.path().join("config.toml"), config).expect("write config");
+        let shim_dir = Path::new(SHIM).parent().expect("shim dir");
+        let search = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![shim_dir.to_path_buf()];
+        paths.extend(std::env::split_paths(&search));
+        let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log");
+        let sockets_before = shim_sockets();
+        let daemon = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .env("PATH", std::env::join_paths(paths).expect("PATH"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let containerd = Containerd {
+            dir,
+            daemon,
+            sockets_before,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if containerd.socket().exists()
+                && containerd
+                    .ctr(&["version"], Duration::from_secs(10))
+                    .code
+                    .is_some_and(|code| code == 0)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not answer within 20s; its log: {}",
+                containerd.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        containerd
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("ctr");
+        command
+            .arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", NAMESPACE])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Runs `ctr ARGS` for at most `limit`.
+    fn ctr(&self, args: &[&str], limit: Duration) -> Output {
+        let child = self.ctr_command(args).spawn().expect("run ctr");
+        wait_bounded(child, limit, &format!("ctr {}", args.join(" ")))
+    }
+
+    /// Runs `ctr ARGS` and expects it to succeed.
+    fn ctr_ok(&self, args: &[&str]) -> Output {
+        let output = self.ctr(args, Duration::from_secs(60));
+        assert_eq!(
+            output.code,
+            Some(0),
+            "ctr {} failed: {}\nstdout: {}\ncontainerd log:\n{}",
+            args.join(" "),
+            output.stderr,
+            output.stdout,
+            self.log()
+        );
+        output
+    }
+
+    /// Builds `dockerfile` (with the examples' wasm in its context) as
+    /// `name`, saves it and imports it; returns the name containerd gives.
+    fn import_image(&self, name: &str, dockerfile: &str) -> String {
+        let work = tempfile::tempdir().expect("build dir");
+        let context = work.path().join("context");
+        std::fs::create_dir(&context).expect("context");
+        for wasm in ["hello.wasm", "exitcode.wasm", "busy.wasm"] {
+            std::fs::copy(examples().join("wasm").join(wasm), context.join(wasm)).expect("copy");
+        }
+        std::fs::write(context.join("Dockerfile"), dockerfile).expect("Dockerfile");
+        let store = berth_registry::Store::open(work.path().join("store")).expect("store");
+        let mut options = berth_registry::build::BuildOptions::new(&context);
+        options.tags = vec![name.to_owned()];
+        berth_registry::build::build(&store, &options).expect("build");
+        let tar = work.path().join("image.tar");
+        berth_registry::archive::save(&store, &[name], &tar).expect("save");
+        self.ctr_ok(&[
+            "images",
+            "import",
+            "--snapshotter",
+            "native",
+            "--all-platforms",
+            &tar.display().to_string(),
+        ]);
+        let listed = self.ctr_ok(&["images", "ls", "-q"]).stdout;
+        listed
+            .lines()
+            .find(|line| line.contains(name.split(':').next().unwrap_or(name)))
+            .unwrap_or_else(|| panic!("{name} not among the imported images: {listed}"))
+            .to_owned()
+    }
+
+    fn run_args<'a>(&self, image: &'a str, id: &'a str, fifo_dir: &'a str) -> Vec<&'a str> {
+        vec![
+            "run",
+            "--rm",
+            "--snapshotter",
+            "native",
+            "--platform",
+            "wasip1/wasm",
+            "--fifo-dir",
+            fifo_dir,
+            "--runtime",
+            RUNTIME,
+            image,
+            id,
+        ]
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let address = self.socket().display().to_string();
+        // Shims this daemon started and that outlived it (a failed test):
+        // found by the daemon address they were given.
+        if let Ok(procs) = std::fs::read_dir("/proc") {
+            for entry in procs.flatten() {
+                let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                if cmdline.contains("containerd-shim-berth-v1") && cmdline.contains(&address) {
+                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                }
+            }
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        for socket in shim_sockets().difference(&self.sockets_before) {
+            let _ = std::fs::remove_file(socket);
+        }
+    }
+}
+
+fn skip_without_containerd() -> bool {
+    if !containerd_installed() {
+        eprintln!("skipping: containerd is not installed (Debian package `containerd`)");
+        return true;
+    }
+    assert!(
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(1) == Some("0")),
+        "this test starts containerd, which needs root"
+    );
+    false
+}
+
+#[test]
+fn ctr_run_prints_the_guests_output_and_returns_its_exit_code() {
+    if skip_without_containerd() {
+        return;
+    }
+    let containerd = Containerd::start();
+    let fifos = tempfile::tempdir().expect("fifo dir");
+    let fifo_dir = fifos.path().display().to_string();
+
+    let hello = containerd.import_image(
+        "shimtest/hello:v1",
+        "FROM scratch\nCOPY hello.wasm /app/hello.wasm\nENV GREETING=hi\nENTRYPOINT [\"/app/hello.wasm\"]\n",
+    );
+    // Without arguments the image's ENTRYPOINT runs...
+    let run = containerd.ctr_ok(&containerd.run_args(&hello, "hello-0", &fifo_dir));
+    assert!(run.stdout.contains("env GREETING=hi"), "{run:?}");
+    assert!(!run.stdout.contains("arg[1]"), "{run:?}");
+    // ...and ctr's arguments replace the whole command line, program first.
+    let mut args = containerd.run_args(&hello, "hello-1", &fifo_dir);
+    args.extend(["/app/hello.wasm", "one", "two"]);
+    let run = containerd.ctr_ok(&args);
+    assert!(run.stdout.contains("arg[1]=one"), "{run:?}");
+    assert!(run.stdout.contains("arg[2]=two"), "{run:?}");
+    assert!(run.stdout.contains("env GREETING=hi"), "{run:?}");
+
+    let exitcode = containerd.import_image(
+        "shimtest/exitcode:v1",
+        "FROM scratch\nCOPY exitcode.wasm /exitcode.wasm\nENTRYPOINT [\"/exitcode.wasm\"]\n",
+    );
+    let mut args = containerd.run_args(&exitcode, "exitcode-1", &fifo_dir);
+    args.extend(["/exitcode.wasm", "7"]);
+    let run = containerd.ctr(&args, Duration::from_secs(60));
+    assert_eq!(run.code, Some(7), "{run:?}\n{}", containerd.log());
+
+    // Nothing is left behind: --rm deleted the containers and tasks.
+    let tasks = containerd.ctr_ok(&["tasks", "ls", "-q"]).stdout;
+    assert!(tasks.trim().is_empty(), "tasks left: {tasks}");
+}
+
+#[test]
+fn ctr_task_kill_stops_a_busy_guest_with_term_and_with_kill() {
+    if skip_without_containerd() {
+        return;
+    }
+    let containerd = Containerd::start();
+    let fifos = tempfile::tempdir().expect("fifo dir");
+    let fifo_dir = fifos.path().display().to_string();
+    let busy = containerd.import_image(
+        "shimtest/busy:v1",
+        "FROM scratch\nCOPY busy.wasm /busy.wasm\nENTRYPOINT [\"/busy.wasm\"]\n",
+    );
+    for (signal, code) in [("TERM", 143), ("KILL", 137)] {
+        let id = format!("busy-{}", signal.to_lowercase());
+        let run = containerd
+            .ctr_command(&containerd.run_args(&busy, &id, &fifo_dir))
+            .spawn()
+            .expect("ctr run");
+        // Kill only once the task runs; bounded in count and time.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let tasks = containerd.ctr_ok(&["tasks", "ls"]).stdout;
+            if tasks
+                .lines()
+                .any(|line| line.starts_with(&id) && line.contains("RUNNING"))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} never ran: {tasks}\n{}",
+                containerd.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        containerd.ctr_ok(&["tasks", "kill", "--signal", signal, &id]);
+        let run = wait_bounded(run, Duration::from_secs(30), &format!("ctr run {id}"));
+        assert_eq!(run.code, Some(code), "{signal}: {run:?}");
+    }
+}
