@@ -188,8 +188,14 @@ impl Containerd {
         let work = tempfile::tempdir().expect("build dir");
         let context = work.path().join("context");
         std::fs::create_dir(&context).expect("context");
-        for wasm in ["hello.wasm", "exitcode.wasm", "busy.wasm"] {
-            std::fs::copy(examples().join("wasm").join(wasm), context.join(wasm)).expect("copy");
+        for wasm in [
+            "wasm/hello.wasm",
+            "wasm/exitcode.wasm",
+            "wasm/busy.wasm",
+            "wasm/hog.wasm",
+        ] {
+            let name = Path::new(wasm).file_name().expect("name");
+            std::fs::copy(examples().join(wasm), context.join(name)).expect("copy");
         }
         std::fs::write(context.join("Dockerfile"), dockerfile).expect("Dockerfile");
         let store = berth_registry::Store::open(work.path().join("store")).expect("store");
@@ -349,5 +355,84 @@ fn ctr_task_kill_stops_a_busy_guest_with_term_and_with_kill() {
         containerd.ctr_ok(&["tasks", "kill", "--signal", signal, &id]);
         let run = wait_bounded(run, Duration::from_secs(30), &format!("ctr run {id}"));
         assert_eq!(run.code, Some(code), "{signal}: {run:?}");
+    }
+}
+
+#[test]
+fn a_memory_limit_ends_a_bomb_with_137_and_the_task_events_reach_containerd() {
+    if skip_without_containerd() {
+        return;
+    }
+    let containerd = Containerd::start();
+    let fifos = tempfile::tempdir().expect("fifo dir");
+    let fifo_dir = fifos.path().display().to_string();
+    let bomb = containerd.import_image(
+        "shimtest/hog:v1",
+        "FROM scratch\nCOPY hog.wasm /hog.wasm\nENTRYPOINT [\"/hog.wasm\"]\n",
+    );
+    let mut events = containerd
+        .ctr_command(&["events"])
+        .spawn()
+        .expect("ctr events");
+    let stdout = events.stdout.take().expect("events stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // `ctr events` subscribes in the background: make events of our own
+    // (namespaces) until it shows one, so that none of the run is missed.
+    let mut subscribed = false;
+    for attempt in 0..100 {
+        containerd.ctr_ok(&["namespaces", "create", &format!("sentinel-{attempt}")]);
+        if lines
+            .recv_timeout(Duration::from_millis(200))
+            .is_ok_and(|line| line.contains("/namespaces/create"))
+        {
+            subscribed = true;
+            break;
+        }
+    }
+    assert!(subscribed, "ctr events showed no event within 100 attempts");
+    let mut args = containerd.run_args(&bomb, "bomb-1", &fifo_dir);
+    args.splice(2..2, ["--memory-limit", "16777216"]);
+    let run = containerd.ctr(&args, Duration::from_secs(60));
+    assert_eq!(run.code, Some(137), "{run:?}\n{}", containerd.log());
+
+    // The delete event is the last one: wait for it, bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|line: &String| line.contains("/tasks/delete"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+    let seen = seen.join("\n");
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/oom",
+        "/tasks/exit",
+        "/tasks/delete",
+    ] {
+        assert!(
+            seen.lines()
+                .any(|line| line.contains(topic) && line.contains("bomb-1")),
+            "no {topic} event for bomb-1 in:\n{seen}"
+        );
     }
 }
