@@ -6,6 +6,8 @@
 #[cfg(target_os = "linux")]
 mod bundle;
 #[cfg(target_os = "linux")]
+mod metrics;
+#[cfg(target_os = "linux")]
 mod rootfs;
 #[cfg(target_os = "linux")]
 mod serve;

@@ -5,7 +5,8 @@
 //!
 //! Lifecycle: Create reads the bundle and opens the stdio FIFOs containerd
 //! made; Start launches the sandbox and a watcher that records its exit and
-//! publishes `/tasks/exit`; Kill maps SIGKILL to an immediate stop (137) and
+//! publishes `/tasks/exit` (and `/tasks/oom`); Stats reports the sandbox's
+//! usage as cgroup metrics; Kill maps SIGKILL to an immediate stop (137) and
 //! SIGTERM/SIGINT to a graceful one (143 for a command); Delete forgets the
 //! task, and Shutdown ends the shim once no task is left.
 
@@ -65,6 +66,8 @@ struct TaskEntry {
     stdout: String,
     stderr: String,
     rootfs: Rootfs,
+    /// The memory cap, reported as the limit in metrics.
+    memory_limit: Option<u64>,
     prepared: Option<Prepared>,
     /// The running sandbox (and its private `/tmp`), once started.
     launched: Option<Launched>,
@@ -211,6 +214,7 @@ impl Service {
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
             rootfs,
+            memory_limit: bundle.spec.limits.memory_bytes,
             prepared: Some(Prepared {
                 spec: bundle.spec,
                 resolved,
@@ -579,6 +583,27 @@ impl Task for Service {
             self.inner.exit.signal();
         }
         Ok(api::Empty::default())
+    }
+
+    async fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
+        let (stats, limit) = {
+            let tasks = lock(&self.inner.tasks);
+            let task = tasks.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+            let stats = task
+                .launched
+                .as_ref()
+                .map(|launched| launched.handle.stats())
+                .unwrap_or_default();
+            (stats, task.memory_limit)
+        };
+        Ok(api::StatsResponse {
+            stats: MessageField::some(crate::metrics::cgroup_metrics(&stats, limit)),
+            ..Default::default()
+        })
     }
 
     async fn exec(

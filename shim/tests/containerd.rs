@@ -318,7 +318,7 @@ fn ctr_run_prints_the_guests_output_and_returns_its_exit_code() {
 }
 
 #[test]
-fn ctr_task_kill_stops_a_busy_guest_with_term_and_with_kill() {
+fn ctr_task_metrics_and_kill_with_term_and_with_kill_on_a_busy_guest() {
     if skip_without_containerd() {
         return;
     }
@@ -331,10 +331,9 @@ fn ctr_task_kill_stops_a_busy_guest_with_term_and_with_kill() {
     );
     for (signal, code) in [("TERM", 143), ("KILL", 137)] {
         let id = format!("busy-{}", signal.to_lowercase());
-        let run = containerd
-            .ctr_command(&containerd.run_args(&busy, &id, &fifo_dir))
-            .spawn()
-            .expect("ctr run");
+        let mut args = containerd.run_args(&busy, &id, &fifo_dir);
+        args.splice(2..2, ["--memory-limit", "67108864"]);
+        let run = containerd.ctr_command(&args).spawn().expect("ctr run");
         // Kill only once the task runs; bounded in count and time.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -352,6 +351,17 @@ fn ctr_task_kill_stops_a_busy_guest_with_term_and_with_kill() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        let metrics = containerd.ctr_ok(&["tasks", "metrics", &id]).stdout;
+        let metric = |name: &str| -> u64 {
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in ctr task metrics:\n{metrics}"))
+        };
+        assert!(metric("memory.usage_in_bytes") > 0, "{metrics}");
+        assert_eq!(metric("memory.limit_in_bytes"), 64 << 20, "{metrics}");
+        assert!(metric("cpuacct.usage") > 0, "{metrics}");
         containerd.ctr_ok(&["tasks", "kill", "--signal", signal, &id]);
         let run = wait_bounded(run, Duration::from_secs(30), &format!("ctr run {id}"));
         assert_eq!(run.code, Some(code), "{signal}: {run:?}");
