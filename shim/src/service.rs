@@ -19,7 +19,8 @@ use berth_container::launch::{LaunchSettings, Launched, Stdio};
 use berth_container::resolve::resolve_file;
 use berth_runtime::limits::CpuClock;
 use berth_runtime::{
-    EXIT_KILLED, EXIT_TERMINATED, ExitStatus, KillMode, Output, Runtime, RuntimeConfig, Stdin,
+    CompileCache, EXIT_KILLED, EXIT_TERMINATED, ExitStatus, KillMode, Output, Runtime,
+    RuntimeConfig, Stdin,
 };
 use containerd_shim::asynchronous::{ExitSignal, Shim, spawn};
 use containerd_shim::event::Event;
@@ -41,6 +42,25 @@ use crate::rootfs::Rootfs;
 
 /// The runtime type containerd knows this shim by.
 pub const RUNTIME_ID: &str = "io.containerd.berth.v1";
+
+/// The node's berth data directory, unless `BERTH_SHIM_DATA_DIR` (in
+/// containerd's environment, which its shims inherit) names another.
+const DEFAULT_DATA_DIR: &str = "/var/lib/berth";
+
+/// The compile cache every shim on the node shares (entries are written
+/// whole and renamed into place, so concurrent shims are safe), created
+/// owner-only: the cache refuses a directory others can write.
+fn compile_cache_dir() -> PathBuf {
+    let data = std::env::var_os("BERTH_SHIM_DATA_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from);
+    let dir = data.join("cache").join("compiled");
+    // Failing here only means programs are compiled in memory.
+    if let Err(error) = berth_fs::create_private_dir_all(&dir) {
+        log::warn!("cannot create the compile cache {}: {error}", dir.display());
+    }
+    dir
+}
 
 /// Connections a wasi:http server keeps open when the spec does not say.
 const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -130,7 +150,9 @@ impl Service {
         Service {
             inner: Arc::new(Inner {
                 namespace: namespace.to_owned(),
-                runtime: Runtime::new(RuntimeConfig::default()),
+                runtime: Runtime::new(RuntimeConfig {
+                    compile_cache: Some(CompileCache::new(compile_cache_dir())),
+                }),
                 tasks: Mutex::new(HashMap::new()),
                 exit: ExitSignal::default(),
                 publisher: OnceLock::new(),

@@ -110,6 +110,7 @@ impl Containerd {
             .arg("--config")
             .arg(dir.path().join("config.toml"))
             .env("PATH", std::env::join_paths(paths).expect("PATH"))
+            .env("BERTH_SHIM_DATA_DIR", dir.path().join("berth"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -312,6 +313,17 @@ fn ctr_run_prints_the_guests_output_and_returns_its_exit_code() {
     let run = containerd.ctr(&args, Duration::from_secs(60));
     assert_eq!(run.code, Some(7), "{run:?}\n{}", containerd.log());
 
+    // The shims share the node's compile cache (here under the temp dir).
+    let compiled = containerd.dir.path().join("berth/cache/compiled");
+    let entries = std::fs::read_dir(&compiled)
+        .map(|dir| dir.count())
+        .unwrap_or_default();
+    assert!(
+        entries > 0,
+        "nothing in the compile cache {}",
+        compiled.display()
+    );
+
     // Nothing is left behind: --rm deleted the containers and tasks.
     let tasks = containerd.ctr_ok(&["tasks", "ls", "-q"]).stdout;
     assert!(tasks.trim().is_empty(), "tasks left: {tasks}");
@@ -362,6 +374,12 @@ fn ctr_task_metrics_and_kill_with_term_and_with_kill_on_a_busy_guest() {
         assert!(metric("memory.usage_in_bytes") > 0, "{metrics}");
         assert_eq!(metric("memory.limit_in_bytes"), 64 << 20, "{metrics}");
         assert!(metric("cpuacct.usage") > 0, "{metrics}");
+        let exec = containerd.ctr(
+            &["tasks", "exec", "--exec-id", "second", &id, "/busy.wasm"],
+            Duration::from_secs(30),
+        );
+        assert_ne!(exec.code, Some(0), "{exec:?}");
+        assert!(exec.stderr.contains("not supported by berth"), "{exec:?}");
         containerd.ctr_ok(&["tasks", "kill", "--signal", signal, &id]);
         let run = wait_bounded(run, Duration::from_secs(30), &format!("ctr run {id}"));
         assert_eq!(run.code, Some(code), "{signal}: {run:?}");
