@@ -65,15 +65,51 @@ pub struct Bundle {
     pub program: String,
 }
 
-/// Reads `bundle/config.json`; `rootfs` is where the root filesystem is
-/// on the host (see [`crate::rootfs`]).
-pub fn load(bundle: &Path, rootfs: &Path) -> Result<Bundle, BundleError> {
+/// CRI's annotation naming a container's role: `sandbox` for the pod's
+/// pause container, `container` for a workload.
+const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// CRI's annotation naming the pod a container belongs to.
+const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// What a bundle asks the shim to run.
+#[derive(Debug)]
+pub enum Role {
+    /// A pod's sandbox (pause) container: a native placeholder, served as
+    /// a task that runs until it is killed.
+    PodSandbox,
+    /// A WebAssembly container.
+    Container(Box<Bundle>),
+}
+
+/// Reads `bundle/config.json`.
+pub fn read_spec(bundle: &Path) -> Result<Spec, BundleError> {
     let path = bundle.join("config.json");
-    let spec = Spec::load(&path).map_err(|error| BundleError::Config {
+    Spec::load(&path).map_err(|error| BundleError::Config {
         path: path.clone(),
         message: error.to_string(),
-    })?;
-    from_spec(&spec, rootfs)
+    })
+}
+
+/// Reads `bundle/config.json`; `rootfs` is where the root filesystem is
+/// on the host (see [`crate::rootfs`]).
+pub fn load(bundle: &Path, rootfs: &Path) -> Result<Role, BundleError> {
+    let spec = read_spec(bundle)?;
+    if annotation(&spec, CONTAINER_TYPE) == Some("sandbox") {
+        return Ok(Role::PodSandbox);
+    }
+    from_spec(&spec, rootfs).map(|bundle| Role::Container(Box::new(bundle)))
+}
+
+/// The pod `spec`'s container belongs to, if CRI says.
+pub fn pod_id(spec: &Spec) -> Option<&str> {
+    annotation(spec, SANDBOX_ID).filter(|id| !id.is_empty())
+}
+
+fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
+    spec.annotations()
+        .as_ref()
+        .and_then(|annotations| annotations.get(key))
+        .map(String::as_str)
 }
 
 /// The container `spec` describes, with its root filesystem at `rootfs`.

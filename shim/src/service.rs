@@ -9,6 +9,12 @@
 //! usage as cgroup metrics; Kill maps SIGKILL to an immediate stop (137) and
 //! SIGTERM/SIGINT to a graceful one (143 for a command); Delete forgets the
 //! task, and Shutdown ends the shim once no task is left.
+//!
+//! Containers of one pod (CRI's `io.kubernetes.cri.sandbox-id`) share one
+//! shim process; the pod's pause container is a placeholder task that runs
+//! until it is killed. CloseIO has nothing to do (stdin ends when containerd
+//! closes its FIFO); Update, Exec, Pause, Resume and Checkpoint answer that
+//! berth does not support them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -89,6 +95,10 @@ struct TaskEntry {
     /// The memory cap, reported as the limit in metrics.
     memory_limit: Option<u64>,
     prepared: Option<Prepared>,
+    /// A pod's pause container: a task with no sandbox behind it.
+    placeholder: bool,
+    /// Whether Start was called.
+    started: bool,
     /// The running sandbox (and its private `/tmp`), once started.
     launched: Option<Launched>,
     exit: watch::Sender<Option<Exit>>,
@@ -221,7 +231,25 @@ impl Service {
     fn create_task(&self, req: &api::CreateTaskRequest) -> Result<TaskEntry, String> {
         let bundle_dir = PathBuf::from(&req.bundle);
         let rootfs = Rootfs::prepare(&bundle_dir, &req.rootfs)?;
-        let bundle = bundle::load(&bundle_dir, rootfs.path()).map_err(|e| e.to_string())?;
+        let role = bundle::load(&bundle_dir, rootfs.path()).map_err(|e| e.to_string())?;
+        let bundle = match role {
+            bundle::Role::Container(bundle) => *bundle,
+            bundle::Role::PodSandbox => {
+                return Ok(TaskEntry {
+                    bundle: bundle_dir,
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    rootfs,
+                    memory_limit: None,
+                    prepared: None,
+                    placeholder: true,
+                    started: false,
+                    launched: None,
+                    exit: watch::channel(None).0,
+                });
+            }
+        };
         let mut resolved = resolve_file(&bundle.spec).map_err(|e| e.to_string())?;
         resolved.sandbox.program_name = bundle.program.clone();
         resolved.origin = format!("{} in container {}", bundle.program, req.id);
@@ -242,6 +270,8 @@ impl Service {
                 resolved,
                 stdio,
             }),
+            placeholder: false,
+            started: false,
             launched: None,
             exit: watch::channel(None).0,
         })
@@ -287,7 +317,12 @@ impl Shim for Service {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, containerd_shim::Error> {
-        let grouping = opts.id.clone();
+        // Containers of one pod share one shim process: containerd starts
+        // the shim in the bundle's directory.
+        let grouping = bundle::read_spec(Path::new("."))
+            .ok()
+            .and_then(|spec| bundle::pod_id(&spec).map(str::to_owned))
+            .unwrap_or_else(|| opts.id.clone());
         let legacy = opts.containerd_version.is_empty();
         let address = spawn(opts, &grouping, Vec::new()).await?;
         if let Err(error) = std::fs::write("address", &address) {
@@ -383,6 +418,25 @@ impl Task for Service {
         if !req.exec_id.is_empty() {
             return Err(unsupported("exec"));
         }
+        let placeholder = {
+            let mut tasks = lock(&self.inner.tasks);
+            let task = tasks.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
+            let placeholder = task.placeholder && !task.started && task.exited().is_none();
+            task.started |= placeholder;
+            placeholder
+        };
+        if placeholder {
+            self.publish(TaskStart {
+                container_id: req.id.clone(),
+                pid: pid(),
+                ..Default::default()
+            })
+            .await;
+            return Ok(api::StartResponse {
+                pid: pid(),
+                ..Default::default()
+            });
+        }
         let prepared = {
             let mut tasks = lock(&self.inner.tasks);
             let task = tasks.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
@@ -411,6 +465,7 @@ impl Task for Service {
         {
             let mut tasks = lock(&self.inner.tasks);
             let task = tasks.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
+            task.started = true;
             task.launched = Some(launched);
         }
         self.publish(TaskStart {
@@ -446,10 +501,10 @@ impl Task for Service {
         let tasks = lock(&self.inner.tasks);
         let task = tasks.get(&req.id).ok_or_else(|| not_found(&req.id))?;
         let exit = task.exited();
-        let state = match (&exit, &task.launched) {
+        let state = match (&exit, task.started) {
             (Some(_), _) => api::Status::STOPPED,
-            (None, Some(_)) => api::Status::RUNNING,
-            (None, None) => api::Status::CREATED,
+            (None, true) => api::Status::RUNNING,
+            (None, false) => api::Status::CREATED,
         };
         Ok(api::StateResponse {
             id: req.id.clone(),
@@ -498,7 +553,7 @@ impl Task for Service {
                 ));
             }
         };
-        let not_started = {
+        let no_sandbox = {
             let tasks = lock(&self.inner.tasks);
             let task = tasks.get(&req.id).ok_or_else(|| not_found(&req.id))?;
             match &task.launched {
@@ -509,9 +564,9 @@ impl Task for Service {
                 None => task.exited().is_none(),
             }
         };
-        if not_started {
-            // A created task has no guest yet: it ends as a process killed
-            // before it ran would.
+        if no_sandbox {
+            // A created task (or a pod's placeholder) has no guest: it ends
+            // as a process killed by the signal would.
             let code = match mode {
                 KillMode::Immediate => EXIT_KILLED,
                 KillMode::Graceful => EXIT_TERMINATED,
@@ -539,7 +594,7 @@ impl Task for Service {
         let task = {
             let mut tasks = lock(&self.inner.tasks);
             let task = tasks.get(&req.id).ok_or_else(|| not_found(&req.id))?;
-            if task.launched.is_some() && task.exited().is_none() {
+            if task.started && task.exited().is_none() {
                 return Err(status(
                     ttrpc::Code::FAILED_PRECONDITION,
                     format!("task {} is running: kill it first", req.id),
@@ -626,6 +681,27 @@ impl Task for Service {
             stats: MessageField::some(crate::metrics::cgroup_metrics(&stats, limit)),
             ..Default::default()
         })
+    }
+
+    async fn close_io(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CloseIORequest,
+    ) -> TtrpcResult<api::Empty> {
+        // The guest reads stdin from containerd's FIFO, and sees its end
+        // when containerd closes the writing side: nothing to do here.
+        if !lock(&self.inner.tasks).contains_key(&req.id) {
+            return Err(not_found(&req.id));
+        }
+        Ok(api::Empty::default())
+    }
+
+    async fn update(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::UpdateTaskRequest,
+    ) -> TtrpcResult<api::Empty> {
+        Err(unsupported("changing a running task's limits"))
     }
 
     async fn exec(

@@ -198,6 +198,8 @@ impl Containerd {
             let name = Path::new(wasm).file_name().expect("name");
             std::fs::copy(examples().join(wasm), context.join(name)).expect("copy");
         }
+        // A stand-in for the pause image's native binary: never executed.
+        std::fs::write(context.join("pause"), b"\x7fELF\x02\x01\x01\0").expect("pause");
         std::fs::write(context.join("Dockerfile"), dockerfile).expect("Dockerfile");
         let store = berth_registry::Store::open(work.path().join("store")).expect("store");
         let mut options = berth_registry::build::BuildOptions::new(&context);
@@ -462,5 +464,119 @@ fn a_memory_limit_ends_a_bomb_with_137_and_the_task_events_reach_containerd() {
                 .any(|line| line.contains(topic) && line.contains("bomb-1")),
             "no {topic} event for bomb-1 in:\n{seen}"
         );
+    }
+}
+
+/// The PID column of `ctr tasks ls` for task `id`, once it is RUNNING.
+fn running_pid(containerd: &Containerd, id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let tasks = containerd.ctr_ok(&["tasks", "ls"]).stdout;
+        let row = tasks.lines().find_map(|line| {
+            let columns: Vec<_> = line.split_whitespace().collect();
+            (columns.first() == Some(&id) && columns.get(2) == Some(&"RUNNING"))
+                .then(|| columns[1].to_owned())
+        });
+        if let Some(pid) = row {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} never ran: {tasks}\n{}",
+            containerd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_pods_containers_share_one_shim_and_its_pause_container_is_a_placeholder() {
+    if skip_without_containerd() {
+        return;
+    }
+    let containerd = Containerd::start();
+    let fifos = tempfile::tempdir().expect("fifo dir");
+    let fifo_dir = fifos.path().display().to_string();
+    let pause = containerd.import_image(
+        "shimtest/pause:v1",
+        "FROM scratch\nCOPY pause /pause\nCOPY hello.wasm /hello.wasm\n",
+    );
+    let busy = containerd.import_image(
+        "shimtest/busy:v1",
+        "FROM scratch\nCOPY busy.wasm /busy.wasm\nENTRYPOINT [\"/busy.wasm\"]\n",
+    );
+    let role = |kind: &str| format!("io.kubernetes.cri.container-type={kind}");
+    let pod = "io.kubernetes.cri.sandbox-id=pod-1";
+    let detached = |image: &str, id: &str, kind: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run".to_owned(),
+            "--detach".to_owned(),
+            "--snapshotter".to_owned(),
+            "native".to_owned(),
+            "--platform".to_owned(),
+            "wasip1/wasm".to_owned(),
+            "--fifo-dir".to_owned(),
+            fifo_dir.clone(),
+            "--runtime".to_owned(),
+            RUNTIME.to_owned(),
+            "--annotation".to_owned(),
+            role(kind),
+            "--annotation".to_owned(),
+            pod.to_owned(),
+            image.to_owned(),
+            id.to_owned(),
+        ];
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        containerd.ctr(&args, Duration::from_secs(60))
+    };
+
+    let sandbox = detached(&pause, "pod-1", "sandbox", &["/pause"]);
+    assert_eq!(sandbox.code, Some(0), "{sandbox:?}\n{}", containerd.log());
+    let shim = running_pid(&containerd, "pod-1");
+    let work = detached(&busy, "pod-1-busy", "container", &[]);
+    assert_eq!(work.code, Some(0), "{work:?}\n{}", containerd.log());
+    assert_eq!(
+        running_pid(&containerd, "pod-1-busy"),
+        shim,
+        "one shim per pod"
+    );
+
+    // A native program in a workload's role is refused, naming runc.
+    let native = detached(&pause, "pod-1-native", "container", &["/pause"]);
+    assert_ne!(native.code, Some(0), "{native:?}");
+    assert!(
+        native.stderr.contains("WebAssembly only") && native.stderr.contains("runc"),
+        "{native:?}"
+    );
+    let _ = containerd.ctr(
+        &["containers", "delete", "pod-1-native"],
+        Duration::from_secs(30),
+    );
+
+    for id in ["pod-1-busy", "pod-1"] {
+        containerd.ctr_ok(&["tasks", "kill", "--signal", "KILL", id]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !containerd
+            .ctr_ok(&["tasks", "ls"])
+            .stdout
+            .lines()
+            .any(|line| line.starts_with(id) && line.contains("STOPPED"))
+        {
+            assert!(Instant::now() < deadline, "{id} did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        containerd.ctr_ok(&["tasks", "delete", id]);
+        containerd.ctr_ok(&["containers", "delete", id]);
+    }
+    // With its last task deleted, the pod's shim exits.
+    let proc = Path::new("/proc").join(&shim);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proc.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the shim {shim} outlived its pod"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
