@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use containerd_shim::protos::api::Mount;
 
 /// A task's root filesystem.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Rootfs {
     path: PathBuf,
     /// Whether the shim mounted it (and must unmount it).

@@ -228,9 +228,22 @@ impl Service {
         .await;
     }
 
+    /// Prepares task `req.id`; what it mounted is unmounted again if that
+    /// fails.
     fn create_task(&self, req: &api::CreateTaskRequest) -> Result<TaskEntry, String> {
         let bundle_dir = PathBuf::from(&req.bundle);
         let rootfs = Rootfs::prepare(&bundle_dir, &req.rootfs)?;
+        let mounted = rootfs.clone();
+        self.prepare_task(req, bundle_dir, rootfs)
+            .inspect_err(|_| mounted.unmount())
+    }
+
+    fn prepare_task(
+        &self,
+        req: &api::CreateTaskRequest,
+        bundle_dir: PathBuf,
+        rootfs: Rootfs,
+    ) -> Result<TaskEntry, String> {
         let role = bundle::load(&bundle_dir, rootfs.path()).map_err(|e| e.to_string())?;
         let bundle = match role {
             bundle::Role::Container(bundle) => *bundle,

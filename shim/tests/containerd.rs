@@ -10,7 +10,6 @@
 
 #![cfg(target_os = "linux")]
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,12 +31,6 @@ fn containerd_installed() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
-}
-
-fn shim_sockets() -> HashSet<PathBuf> {
-    std::fs::read_dir(SHIM_SOCKETS)
-        .map(|dir| dir.flatten().map(|entry| entry.path()).collect())
-        .unwrap_or_default()
 }
 
 /// What a bounded command printed and how it ended.
@@ -78,7 +71,6 @@ fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> Output {
 struct Containerd {
     dir: tempfile::TempDir,
     daemon: Child,
-    sockets_before: HashSet<PathBuf>,
 }
 
 impl Containerd {
@@ -105,7 +97,6 @@ impl Containerd {
         let mut paths = vec![shim_dir.to_path_buf()];
         paths.extend(std::env::split_paths(&search));
         let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log");
-        let sockets_before = shim_sockets();
         let daemon = Command::new("containerd")
             .arg("--config")
             .arg(dir.path().join("config.toml"))
@@ -116,11 +107,7 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .expect("start containerd");
-        let containerd = Containerd {
-            dir,
-            daemon,
-            sockets_before,
-        };
+        let containerd = Containerd { dir, daemon };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if containerd.socket().exists()
@@ -245,24 +232,39 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         let address = self.socket().display().to_string();
         // Shims this daemon started and that outlived it (a failed test):
-        // found by the daemon address they were given.
+        // found by the daemon address they were given, and their sockets
+        // in /run/containerd/s by the -socket they were given (other
+        // tests' shims run there at the same time). A shim that exited
+        // normally removed its socket itself.
         if let Ok(procs) = std::fs::read_dir("/proc") {
             for entry in procs.flatten() {
                 let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
                     continue;
                 };
                 let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-                let cmdline = String::from_utf8_lossy(&cmdline);
-                if cmdline.contains("containerd-shim-berth-v1") && cmdline.contains(&address) {
+                let args: Vec<_> = cmdline
+                    .split(|byte| *byte == 0)
+                    .map(String::from_utf8_lossy)
+                    .collect();
+                let ours = args
+                    .iter()
+                    .any(|arg| arg.contains("containerd-shim-berth-v1"))
+                    && args.iter().any(|arg| arg.contains(&address));
+                if ours {
                     let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                    let socket = args
+                        .iter()
+                        .skip_while(|arg| *arg != "-socket")
+                        .nth(1)
+                        .map(|socket| socket.trim_start_matches("unix://").to_owned());
+                    if let Some(socket) = socket.filter(|s| s.starts_with(SHIM_SOCKETS)) {
+                        let _ = std::fs::remove_file(socket);
+                    }
                 }
             }
         }
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
-        for socket in shim_sockets().difference(&self.sockets_before) {
-            let _ = std::fs::remove_file(socket);
-        }
     }
 }
 
