@@ -6,8 +6,10 @@
 //! the root filesystem (`PATH#EXPORT` calls an export), resolved as an
 //! image's ENTRYPOINT is. The root filesystem is granted read-only at `/`,
 //! bind mounts of directories become grants, `process.env` and
-//! `process.cwd` apply, `linux.resources.memory.limit` is the memory cap
-//! and `cpu.quota / cpu.period` the CPU quota. Everything else in the spec
+//! `process.cwd` apply, a wasi:http component is served on `BERTH_LISTEN`
+//! from its environment (default `0.0.0.0:8080`),
+//! `linux.resources.memory.limit` is the memory cap and
+//! `cpu.quota / cpu.period` the CPU quota. Everything else in the spec
 //! (namespaces, capabilities, device rules) concerns Linux processes,
 //! which berth does not start.
 
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use berth_container::spec::{MountSpec, Target};
 use berth_container::{ContainerSpec, FlagError};
+use berth_runtime::PortMapping;
 use berth_runtime::spec::normalize_guest_path;
 use oci_spec::runtime::Spec;
 
@@ -50,6 +53,17 @@ pub enum BundleError {
         /// The program's path inside the root filesystem.
         program: String,
     },
+    /// `BERTH_LISTEN` is not an address.
+    #[error("BERTH_LISTEN={0:?} is not an address to serve on: give IP:PORT, e.g. 0.0.0.0:8080")]
+    Listen(String),
+    /// The program cannot be read.
+    #[error("cannot read the entrypoint {program}: {error}")]
+    Read {
+        /// The program's path inside the root filesystem.
+        program: String,
+        /// The operating system's error.
+        error: std::io::Error,
+    },
     /// A setting of the spec cannot be used.
     #[error(transparent)]
     Flag(#[from] FlagError),
@@ -64,6 +78,11 @@ pub struct Bundle {
     /// The program's path inside the container, for messages.
     pub program: String,
 }
+
+/// Where a wasi:http component is served unless its environment's
+/// `BERTH_LISTEN` says otherwise: the conventional container port, on every
+/// address of the network namespace the shim runs in.
+const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 
 /// CRI's annotation naming a container's role: `sandbox` for the pod's
 /// pause container, `container` for a workload.
@@ -129,6 +148,13 @@ pub fn from_spec(spec: &Spec, rootfs: &Path) -> Result<Bundle, BundleError> {
         return Err(BundleError::Native { program: guest });
     }
 
+    let bytes = std::fs::read(&host).map_err(|error| BundleError::Read {
+        program: guest.clone(),
+        error,
+    })?;
+    let serves_http = berth_runtime::http::exports_http_handler(&bytes);
+    drop(bytes);
+
     let mut container = ContainerSpec::new(Target::File { path: host, export });
     container.args = args.to_vec();
     container.env = process
@@ -142,6 +168,21 @@ pub fn from_spec(spec: &Spec, rootfs: &Path) -> Result<Bundle, BundleError> {
     let cwd = process.cwd().to_string_lossy();
     if cwd != "/" && !cwd.is_empty() {
         container.workdir = Some(cwd.into_owned());
+    }
+    if serves_http {
+        let listen = container
+            .env
+            .iter()
+            .rev()
+            .find(|(key, _)| key == "BERTH_LISTEN")
+            .map_or(DEFAULT_LISTEN, |(_, value)| value.as_str());
+        let host: std::net::SocketAddr = listen
+            .parse()
+            .map_err(|_| BundleError::Listen(listen.to_owned()))?;
+        container.ports.push(PortMapping {
+            host,
+            container_port: host.port(),
+        });
     }
     container.mounts.push(MountSpec {
         host: rootfs.to_path_buf(),

@@ -181,6 +181,7 @@ impl Containerd {
             "wasm/exitcode.wasm",
             "wasm/busy.wasm",
             "wasm/hog.wasm",
+            "wasm/http-hello.wasm",
         ] {
             let name = Path::new(wasm).file_name().expect("name");
             std::fs::copy(examples().join(wasm), context.join(name)).expect("copy");
@@ -581,4 +582,67 @@ fn a_pods_containers_share_one_shim_and_its_pause_container_is_a_placeholder() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Sends `GET /` to `addr`; the response, if it answered.
+fn get(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+#[test]
+fn a_wasi_http_component_serves_on_berth_listen_and_term_drains_it() {
+    if skip_without_containerd() {
+        return;
+    }
+    let containerd = Containerd::start();
+    let fifos = tempfile::tempdir().expect("fifo dir");
+    let fifo_dir = fifos.path().display().to_string();
+    let image = containerd.import_image(
+        "shimtest/http:v1",
+        "FROM scratch\nCOPY http-hello.wasm /http.wasm\nENTRYPOINT [\"/http.wasm\"]\n",
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let listen = format!("BERTH_LISTEN={addr}");
+    let mut args = containerd.run_args(&image, "http-1", &fifo_dir);
+    for arg in &mut args {
+        if *arg == "wasip1/wasm" {
+            *arg = "wasip2/wasm";
+        }
+    }
+    args.splice(2..2, ["--env", listen.as_str()]);
+    let run = containerd.ctr_command(&args).spawn().expect("ctr run");
+    running_pid(&containerd, "http-1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let response = loop {
+        if let Some(response) = get(&addr) {
+            break response;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing answered on {addr}\n{}",
+            containerd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("Hello from berth!"), "{response}");
+    containerd.ctr_ok(&["tasks", "kill", "--signal", "TERM", "http-1"]);
+    let run = wait_bounded(run, Duration::from_secs(30), "ctr run http-1");
+    // A server stops gracefully: it drains and exits 0.
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("request GET /"), "{run:?}");
 }
