@@ -352,22 +352,7 @@ fn ctr_task_metrics_and_kill_with_term_and_with_kill_on_a_busy_guest() {
         args.splice(2..2, ["--memory-limit", "67108864"]);
         let run = containerd.ctr_command(&args).spawn().expect("ctr run");
         // Kill only once the task runs; bounded in count and time.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let tasks = containerd.ctr_ok(&["tasks", "ls"]).stdout;
-            if tasks
-                .lines()
-                .any(|line| line.starts_with(&id) && line.contains("RUNNING"))
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{id} never ran: {tasks}\n{}",
-                containerd.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        running_pid(&containerd, &id);
         let metrics = containerd.ctr_ok(&["tasks", "metrics", &id]).stdout;
         let metric = |name: &str| -> u64 {
             metrics
