@@ -478,7 +478,7 @@ fn running_pid(containerd: &Containerd, id: &str) -> String {
 }
 
 #[test]
-fn a_pods_containers_share_one_shim_and_its_pause_container_is_a_placeholder() {
+fn one_shim_per_pod_a_placeholder_pause_container_and_a_bomb_that_ends_alone() {
     if skip_without_containerd() {
         return;
     }
@@ -495,10 +495,11 @@ fn a_pods_containers_share_one_shim_and_its_pause_container_is_a_placeholder() {
     );
     let role = |kind: &str| format!("io.kubernetes.cri.container-type={kind}");
     let pod = "io.kubernetes.cri.sandbox-id=pod-1";
-    let detached = |image: &str, id: &str, kind: &str, extra: &[&str]| {
-        let mut args = vec![
-            "run".to_owned(),
-            "--detach".to_owned(),
+    // `flags` go before the image: `--detach`, or `--rm` and a limit.
+    let in_pod = |flags: &[&str], image: &str, id: &str, kind: &str, extra: &[&str]| {
+        let mut args = vec!["run".to_owned()];
+        args.extend(flags.iter().map(|flag| (*flag).to_owned()));
+        args.extend([
             "--snapshotter".to_owned(),
             "native".to_owned(),
             "--platform".to_owned(),
@@ -513,10 +514,13 @@ fn a_pods_containers_share_one_shim_and_its_pause_container_is_a_placeholder() {
             pod.to_owned(),
             image.to_owned(),
             id.to_owned(),
-        ];
+        ]);
         args.extend(extra.iter().map(|arg| (*arg).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         containerd.ctr(&args, Duration::from_secs(60))
+    };
+    let detached = |image: &str, id: &str, kind: &str, extra: &[&str]| {
+        in_pod(&["--detach"], image, id, kind, extra)
     };
 
     let sandbox = detached(&pause, "pod-1", "sandbox", &["/pause"]);
@@ -529,6 +533,35 @@ fn a_pods_containers_share_one_shim_and_its_pause_container_is_a_placeholder() {
         shim,
         "one shim per pod"
     );
+
+    // A hostile neighbour (a memory bomb) ends alone: the pod's shim and
+    // its other container keep running, and a new container still runs.
+    let hog = containerd.import_image(
+        "shimtest/hog:v1",
+        "FROM scratch\nCOPY hog.wasm /hog.wasm\nENTRYPOINT [\"/hog.wasm\"]\n",
+    );
+    let bomb = in_pod(
+        &["--rm", "--memory-limit", "16777216"],
+        &hog,
+        "pod-1-hog",
+        "container",
+        &[],
+    );
+    assert_eq!(bomb.code, Some(137), "{bomb:?}\n{}", containerd.log());
+    assert_eq!(running_pid(&containerd, "pod-1-busy"), shim);
+    let hello = containerd.import_image(
+        "shimtest/hello:v1",
+        "FROM scratch\nCOPY hello.wasm /hello.wasm\nENTRYPOINT [\"/hello.wasm\"]\n",
+    );
+    let greeting = in_pod(
+        &["--rm"],
+        &hello,
+        "pod-1-hello",
+        "container",
+        &["/hello.wasm", "after"],
+    );
+    assert_eq!(greeting.code, Some(0), "{greeting:?}\n{}", containerd.log());
+    assert!(greeting.stdout.contains("arg[1]=after"), "{greeting:?}");
 
     // A native program in a workload's role is refused, naming runc.
     let native = detached(&pause, "pod-1-native", "container", &["/pause"]);
