@@ -1,0 +1,353 @@
+//! From an OCI bundle (the `config.json` containerd writes, and the root
+//! filesystem it mounts) to a [`ContainerSpec`] berth's container library
+//! resolves and launches.
+//!
+//! The program is `process.args[0]`: an absolute path to a `.wasm` inside
+//! the root filesystem (`PATH#EXPORT` calls an export), resolved as an
+//! image's ENTRYPOINT is. The root filesystem is granted read-only at `/`,
+//! bind mounts of directories become grants, `process.env` and
+//! `process.cwd` apply, a wasi:http component is served on `BERTH_LISTEN`
+//! from its environment (default `0.0.0.0:8080`),
+//! `linux.resources.memory.limit` is the memory cap and
+//! `cpu.quota / cpu.period` the CPU quota. Everything else in the spec
+//! (namespaces, capabilities, device rules) concerns Linux processes,
+//! which berth does not start.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use berth_container::spec::{MountSpec, Target};
+use berth_container::{ContainerSpec, FlagError};
+use berth_runtime::PortMapping;
+use berth_runtime::spec::normalize_guest_path;
+use oci_spec::runtime::Spec;
+
+/// Why a bundle cannot run under berth.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// `config.json` is missing or not an OCI runtime spec.
+    #[error("cannot read the bundle's config.json at {}: {message}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// `process.args` is empty.
+    #[error("the bundle's config.json has no process.args: berth needs a .wasm path to run")]
+    NoProgram,
+    /// The program is not an absolute path.
+    #[error("the entrypoint {0:?} is not an absolute path inside the image")]
+    RelativeProgram(String),
+    /// The program is not in the root filesystem.
+    #[error("the entrypoint {program} does not exist in the container's root filesystem")]
+    MissingProgram {
+        /// The program's path inside the root filesystem.
+        program: String,
+    },
+    /// The program is a native executable.
+    #[error(
+        "{program} is a native executable: berth runs WebAssembly only; run native containers with runc's RuntimeClass (runtime io.containerd.runc.v2)"
+    )]
+    Native {
+        /// The program's path inside the root filesystem.
+        program: String,
+    },
+    /// `BERTH_LISTEN` is not an address.
+    #[error("BERTH_LISTEN={0:?} is not an address to serve on: give IP:PORT, e.g. 0.0.0.0:8080")]
+    Listen(String),
+    /// The program cannot be read.
+    #[error("cannot read the entrypoint {program}: {error}")]
+    Read {
+        /// The program's path inside the root filesystem.
+        program: String,
+        /// The operating system's error.
+        error: std::io::Error,
+    },
+    /// A setting of the spec cannot be used.
+    #[error(transparent)]
+    Flag(#[from] FlagError),
+}
+
+/// What containerd asks to run, as berth runs it.
+#[derive(Debug)]
+pub struct Bundle {
+    /// The container, with its program as a file target inside the root
+    /// filesystem.
+    pub spec: ContainerSpec,
+    /// The program's path inside the container, for messages.
+    pub program: String,
+}
+
+/// Where a wasi:http component is served unless its environment's
+/// `BERTH_LISTEN` says otherwise: the conventional container port, on every
+/// address of the network namespace the shim runs in.
+const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+
+/// CRI's annotation naming a container's role: `sandbox` for the pod's
+/// pause container, `container` for a workload.
+const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// CRI's annotation naming the pod a container belongs to.
+const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// What a bundle asks the shim to run.
+#[derive(Debug)]
+pub enum Role {
+    /// A pod's sandbox (pause) container: a native placeholder, served as
+    /// a task that runs until it is killed.
+    PodSandbox,
+    /// A WebAssembly container.
+    Container(Box<Bundle>),
+}
+
+/// Reads `bundle/config.json`.
+pub fn read_spec(bundle: &Path) -> Result<Spec, BundleError> {
+    let path = bundle.join("config.json");
+    Spec::load(&path).map_err(|error| BundleError::Config {
+        path: path.clone(),
+        message: error.to_string(),
+    })
+}
+
+/// Reads `bundle/config.json`; `rootfs` is where the root filesystem is
+/// on the host (see [`crate::rootfs`]).
+pub fn load(bundle: &Path, rootfs: &Path) -> Result<Role, BundleError> {
+    let spec = read_spec(bundle)?;
+    if annotation(&spec, CONTAINER_TYPE) == Some("sandbox") {
+        return Ok(Role::PodSandbox);
+    }
+    from_spec(&spec, rootfs).map(|bundle| Role::Container(Box::new(bundle)))
+}
+
+/// The pod `spec`'s container belongs to, if CRI says.
+pub fn pod_id(spec: &Spec) -> Option<&str> {
+    annotation(spec, SANDBOX_ID).filter(|id| !id.is_empty())
+}
+
+fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
+    spec.annotations()
+        .as_ref()
+        .and_then(|annotations| annotations.get(key))
+        .map(String::as_str)
+}
+
+/// The container `spec` describes, with its root filesystem at `rootfs`.
+pub fn from_spec(spec: &Spec, rootfs: &Path) -> Result<Bundle, BundleError> {
+    let process = spec.process().as_ref().ok_or(BundleError::NoProgram)?;
+    let args = process.args().as_deref().unwrap_or_default();
+    let (program, args) = args.split_first().ok_or(BundleError::NoProgram)?;
+    let (program, export) = split_export(program, rootfs);
+    let guest = normalize_guest_path(&program)
+        .filter(|_| program.starts_with('/'))
+        .ok_or_else(|| BundleError::RelativeProgram(program.clone()))?;
+    let host = rootfs.join(guest.trim_start_matches('/'));
+    if !host.is_file() {
+        return Err(BundleError::MissingProgram { program: guest });
+    }
+    if is_elf(&host) {
+        return Err(BundleError::Native { program: guest });
+    }
+
+    let bytes = std::fs::read(&host).map_err(|error| BundleError::Read {
+        program: guest.clone(),
+        error,
+    })?;
+    let serves_http = berth_runtime::http::exports_http_handler(&bytes);
+    drop(bytes);
+
+    let mut container = ContainerSpec::new(Target::File { path: host, export });
+    container.args = args.to_vec();
+    container.env = process
+        .env()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+    let cwd = process.cwd().to_string_lossy();
+    if cwd != "/" && !cwd.is_empty() {
+        container.workdir = Some(cwd.into_owned());
+    }
+    if serves_http {
+        let listen = container
+            .env
+            .iter()
+            .rev()
+            .find(|(key, _)| key == "BERTH_LISTEN")
+            .map_or(DEFAULT_LISTEN, |(_, value)| value.as_str());
+        let host: std::net::SocketAddr = listen
+            .parse()
+            .map_err(|_| BundleError::Listen(listen.to_owned()))?;
+        container.ports.push(PortMapping {
+            host,
+            container_port: host.port(),
+        });
+    }
+    container.mounts.push(MountSpec {
+        host: rootfs.to_path_buf(),
+        guest: "/".to_owned(),
+        read_only: true,
+    });
+    for mount in spec.mounts().as_deref().unwrap_or_default() {
+        let options = mount.options().as_deref().unwrap_or_default();
+        let is_bind = mount.typ().as_deref() == Some("bind")
+            || options.iter().any(|o| o == "bind" || o == "rbind");
+        let Some(source) = mount.source() else {
+            continue;
+        };
+        // File binds (CRI's /etc/hosts, /etc/resolv.conf) have no meaning
+        // for a guest that resolves no names through them; berth grants
+        // directories only.
+        if !is_bind || !source.is_dir() {
+            continue;
+        }
+        let guest = mount.destination().to_string_lossy();
+        if guest == "/" {
+            continue;
+        }
+        container.mounts.push(MountSpec {
+            host: source.clone(),
+            guest: guest.into_owned(),
+            read_only: options.iter().any(|o| o == "ro"),
+        });
+    }
+
+    let resources = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.resources().as_ref());
+    if let Some(resources) = resources {
+        container.limits.memory_bytes = resources
+            .memory()
+            .as_ref()
+            .and_then(|memory| memory.limit())
+            .and_then(|limit| u64::try_from(limit).ok())
+            .filter(|limit| *limit > 0);
+        container.limits.cpus = resources.cpu().as_ref().and_then(|cpu| {
+            let quota = cpu.quota().filter(|quota| *quota > 0)?;
+            let period = cpu.period().filter(|period| *period > 0)?;
+            Some(quota as f64 / period as f64)
+        });
+    }
+    Ok(Bundle {
+        spec: container,
+        program: guest,
+    })
+}
+
+/// Splits `PATH#EXPORT` into the path and the export, unless the whole
+/// name exists in the root filesystem.
+fn split_export(program: &str, rootfs: &Path) -> (String, Option<String>) {
+    if let Some((path, export)) = program.rsplit_once('#')
+        && !export.is_empty()
+        && !rootfs.join(program.trim_start_matches('/')).exists()
+    {
+        return (path.to_owned(), Some(export.to_owned()));
+    }
+    (program.to_owned(), None)
+}
+
+/// Whether `path` starts with the ELF magic number.
+fn is_elf(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut magic))
+        .is_ok_and(|()| magic == *b"\x7fELF")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> Spec {
+        serde_json::from_value(json).expect("spec")
+    }
+
+    fn rootfs() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("rootfs");
+        std::fs::create_dir_all(dir.path().join("app")).expect("mkdir");
+        std::fs::write(dir.path().join("app/hello.wasm"), b"\0asm\x01\0\0\0").expect("write");
+        std::fs::write(dir.path().join("app/native"), b"\x7fELF\x02\x01\x01").expect("write");
+        dir
+    }
+
+    #[test]
+    fn process_resources_and_binds_become_the_container() {
+        let root = rootfs();
+        let data = tempfile::tempdir().expect("data");
+        let bundle = from_spec(
+            &spec(serde_json::json!({
+                "ociVersion": "1.0.2",
+                "root": {"path": "rootfs"},
+                "process": {
+                    "user": {"uid": 0, "gid": 0},
+                    "args": ["/app/hello.wasm#run", "one"],
+                    "env": ["A=1", "PATH=/bin"],
+                    "cwd": "/app",
+                },
+                "mounts": [
+                    {"destination": "/proc", "type": "proc", "source": "proc"},
+                    {"destination": "/data", "type": "bind", "source": data.path(), "options": ["rbind", "ro"]},
+                ],
+                "linux": {"resources": {
+                    "memory": {"limit": 67108864},
+                    "cpu": {"quota": 50000, "period": 100000},
+                }},
+            })),
+            root.path(),
+        )
+        .expect("bundle");
+        assert_eq!(bundle.program, "/app/hello.wasm");
+        let Target::File { path, export } = &bundle.spec.target else {
+            panic!("not a file target: {:?}", bundle.spec.target);
+        };
+        assert_eq!(path, &root.path().join("app/hello.wasm"));
+        assert_eq!(export.as_deref(), Some("run"));
+        assert_eq!(bundle.spec.args, ["one"]);
+        assert_eq!(
+            bundle.spec.env,
+            [("A".into(), "1".into()), ("PATH".into(), "/bin".into())]
+        );
+        assert_eq!(bundle.spec.workdir.as_deref(), Some("/app"));
+        assert_eq!(bundle.spec.limits.memory_bytes, Some(64 << 20));
+        assert_eq!(bundle.spec.limits.cpus, Some(0.5));
+        let mounts: Vec<_> = bundle
+            .spec
+            .mounts
+            .iter()
+            .map(|m| (m.host.clone(), m.guest.as_str(), m.read_only))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                (root.path().to_path_buf(), "/", true),
+                (data.path().to_path_buf(), "/data", true)
+            ]
+        );
+    }
+
+    #[test]
+    fn programs_that_cannot_run_are_refused_with_the_reason() {
+        let root = rootfs();
+        let run = |args: serde_json::Value| {
+            from_spec(
+                &spec(serde_json::json!({
+                    "ociVersion": "1.0.2",
+                    "process": {"args": args, "cwd": "/", "user": {"uid": 0, "gid": 0}},
+                })),
+                root.path(),
+            )
+            .expect_err("refused")
+            .to_string()
+        };
+        assert!(run(serde_json::json!([])).contains("no process.args"));
+        assert!(run(serde_json::json!(["app/hello.wasm"])).contains("not an absolute path"));
+        assert!(run(serde_json::json!(["/app/missing.wasm"])).contains("does not exist"));
+        let native = run(serde_json::json!(["/app/native"]));
+        assert!(
+            native.contains("WebAssembly only") && native.contains("runc"),
+            "{native}"
+        );
+    }
+}
