@@ -241,7 +241,6 @@ struct HandlerInner {
     stderr: SharedOutput,
     permits: tokio::sync::Semaphore,
     in_flight: AtomicUsize,
-    drained: tokio::sync::Notify,
     usage: Arc<Usage>,
     /// Keeps the runtime's epoch clock (request deadlines, quotas) going.
     _clock: ClockHold,
@@ -290,7 +289,6 @@ impl Runtime {
                 stderr: config.stderr.into_shared(),
                 permits: tokio::sync::Semaphore::new(config.max_concurrency.max(1)),
                 in_flight: AtomicUsize::new(0),
-                drained: tokio::sync::Notify::new(),
                 usage: Arc::new(Usage::default()),
                 _clock: self.hold_clock(),
                 _program: program.clone(),
@@ -438,27 +436,23 @@ async fn accept_loop(
     }
     // Idle connections close now; busy ones once their response is out.
     closing.send_replace(true);
-    let inner = &handler.inner;
-    let drain = async {
-        while inner.in_flight.load(Ordering::SeqCst) > 0 {
-            let notified = inner.drained.notified();
-            if inner.in_flight.load(Ordering::SeqCst) == 0 {
-                break;
-            }
-            notified.await;
+    // Each connection ends once its last response is out (an idle one at
+    // once): waiting for them, not only for the handler's in-flight count,
+    // lets a response body still streaming finish within the grace period.
+    let drained = {
+        let drain = async { while open.join_next().await.is_some() {} };
+        tokio::select! {
+            result = tokio::time::timeout(config.grace_period, drain) => result.is_ok(),
+            // A second, immediate kill cuts the grace period short.
+            _ = kill.wait_for(|mode| *mode == Some(KillMode::Immediate)) => false,
         }
-    };
-    let drained = tokio::select! {
-        result = tokio::time::timeout(config.grace_period, drain) => result.is_ok(),
-        // A second, immediate kill cuts the grace period short.
-        _ = kill.wait_for(|mode| *mode == Some(KillMode::Immediate)) => false,
     };
     open.abort_all();
     if drained {
         return ExitStatus::exited(0);
     }
     tracing::warn!(
-        in_flight = inner.in_flight.load(Ordering::SeqCst),
+        in_flight = handler.inner.in_flight.load(Ordering::SeqCst),
         "stopping with requests still in flight"
     );
     // As a process that outlived its grace period: killed.
@@ -571,9 +565,7 @@ struct InFlight<'a>(&'a HandlerInner);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.drained.notify_waiters();
-        }
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
