@@ -121,6 +121,23 @@ pub struct HandlerConfig {
     pub stderr: Output,
 }
 
+impl Default for HandlerConfig {
+    /// No limits, 30 s per request, 1,000 at once, nothing granted, output
+    /// discarded.
+    fn default() -> Self {
+        HandlerConfig {
+            limits: Limits::default(),
+            request_timeout: Duration::from_secs(30),
+            max_concurrency: 1000,
+            env: Vec::new(),
+            mounts: Vec::new(),
+            allow_outbound: Vec::new(),
+            stdout: Output::Null,
+            stderr: Output::Null,
+        }
+    }
+}
+
 /// How a listener accepts and keeps connections.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {

@@ -303,14 +303,8 @@ fn graceful_stop_of_a_server_closes_idle_keep_alive_connections() {
                 &program,
                 "http-hello.wasm",
                 berth_runtime::http::HandlerConfig {
-                    limits: Limits::default(),
-                    request_timeout: Duration::from_secs(30),
                     max_concurrency: 10,
-                    env: Vec::new(),
-                    mounts: Vec::new(),
-                    allow_outbound: Vec::new(),
-                    stdout: Output::Null,
-                    stderr: Output::Null,
+                    ..Default::default()
                 },
             )
             .expect("a handler");

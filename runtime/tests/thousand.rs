@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use berth_runtime::http::HandlerConfig;
-use berth_runtime::{EngineChoice, ExitReason, Limits, Output, SandboxSpec, Stdin};
+use berth_runtime::{EngineChoice, ExitReason, Limits, SandboxSpec, Stdin};
 use bytes::Bytes;
 use common::{EXIT_7, HOG, SPIN, WAIT, example, load, multi_thread, runtime, spec};
 use http_body_util::{BodyExt, Full};
@@ -43,11 +43,7 @@ fn thousand_sandboxes_with_every_limit_firing() {
                     },
                     request_timeout: Duration::from_secs(10),
                     max_concurrency: 100,
-                    env: Vec::new(),
-                    mounts: Vec::new(),
-                    allow_outbound: Vec::new(),
-                    stdout: Output::Null,
-                    stderr: Output::Null,
+                    ..HandlerConfig::default()
                 },
             )
             .expect("a handler");
