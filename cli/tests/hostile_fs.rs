@@ -520,3 +520,44 @@ fn decompression_bombs_are_refused_at_load_and_leave_nothing() {
         assert!(!images.stdout.contains("bomb"), "{}", images.stdout);
     }
 }
+
+#[test]
+fn an_image_entrypoint_that_is_a_symlink_out_of_the_image_is_never_run() {
+    let berth = Berth::new();
+    // Creates the data directory owner-only before the store is opened here.
+    berth.run(&["images"]).expect_code(0);
+    // A real program on the host, outside any image: what the hostile
+    // image wants berth to read and run for it.
+    let outside = tempfile::tempdir().expect("outside");
+    let host_program = outside.path().join("host.wasm");
+    std::fs::copy(example("wasm/hello.wasm"), &host_program).expect("copy");
+    let absolute = host_program.display().to_string();
+    let relative = format!("../../../../../../../../..{absolute}");
+    let store = home_store(&berth);
+    // An absolute symlink means a path inside the image (the unpacked root
+    // keeps it pointing there), where no such program exists; a relative
+    // one that climbs out is refused when the layer is unpacked. Either
+    // way the host's program is never read.
+    for (name, link, refusal) in [
+        ("escape:abs", absolute.as_str(), "does not exist in image"),
+        ("escape:rel", relative.as_str(), "leaves the image root"),
+    ] {
+        let layer = raw_tar(&[
+            ("app/", tar::EntryType::Directory, "", b""),
+            ("app/x.wasm", tar::EntryType::Symlink, link, b""),
+        ]);
+        put_image(
+            &store,
+            &ImageSpec {
+                layers: vec![layer],
+                gzipped: false,
+                config: serde_json::json!({ "Entrypoint": ["/app/x.wasm"] }),
+                diff_ids: None,
+                name,
+            },
+        );
+        let run = berth.run(&["run", name]);
+        assert!(!run.stdout.contains("Hello from berth"), "{}", run.stdout);
+        run.expect_berth_error(refusal);
+    }
+}

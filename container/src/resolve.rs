@@ -65,6 +65,18 @@ pub enum ResolveError {
         /// The image as named.
         image: String,
     },
+    /// The image's program is a symlink that leads out of the image.
+    #[error(
+        "the image's entrypoint {program} in image {image:?} leads out of the image (a symlink to {target}); berth runs only programs inside the image"
+    )]
+    EntrypointOutsideImage {
+        /// The program's path inside the image.
+        program: String,
+        /// The image as named.
+        image: String,
+        /// Where the symlinks lead on the host.
+        target: String,
+    },
     /// The container's private `/tmp` cannot be created.
     #[error("cannot create a private /tmp in {}: {error}", dir.display())]
     Scratch {
@@ -374,13 +386,22 @@ fn image_program(
         images.rootfs_dir,
         images.unpack_limits,
     )?;
-    let path = rootfs.join(guest_program.trim_start_matches('/'));
-    if !path.is_file() {
-        return Err(ResolveError::MissingEntrypoint {
-            program: guest_program,
-            image: image.to_owned(),
-        });
-    }
+    let path = match program_in_rootfs(&rootfs, &guest_program) {
+        Ok(path) => path,
+        Err(ProgramOutside::Missing) => {
+            return Err(ResolveError::MissingEntrypoint {
+                program: guest_program,
+                image: image.to_owned(),
+            });
+        }
+        Err(ProgramOutside::Escapes(target)) => {
+            return Err(ResolveError::EntrypointOutsideImage {
+                program: guest_program,
+                image: image.to_owned(),
+                target: target.display().to_string(),
+            });
+        }
+    };
     Ok(Some(ImageProgram {
         config,
         rootfs,
@@ -476,4 +497,35 @@ pub fn verify_new_image(images: &Images<'_>, image: &str) -> Result<Verified, Re
         }
         Err(error) => Ok(Verified::Unchecked(error)),
     }
+}
+
+/// Why [`program_in_rootfs`] found no program.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ProgramOutside {
+    /// No regular file at that path.
+    Missing,
+    /// The path's symlinks lead out of the root filesystem, to this host
+    /// path.
+    Escapes(PathBuf),
+}
+
+/// The host file of the program at absolute guest path `guest` in the root
+/// filesystem `rootfs`: a regular file that its symlinks, resolved on the
+/// host, leave inside `rootfs`.
+///
+/// An image is untrusted: its layers may hold `/app.wasm -> /etc/shadow`,
+/// and the host must not read (or run) a file of its own because an image
+/// names it. Root filesystems are never written by guests (they are granted
+/// read-only), so what is checked here is what is read later.
+pub fn program_in_rootfs(rootfs: &Path, guest: &str) -> Result<PathBuf, ProgramOutside> {
+    let path = rootfs.join(guest.trim_start_matches('/'));
+    let resolved = std::fs::canonicalize(&path).map_err(|_| ProgramOutside::Missing)?;
+    let root = std::fs::canonicalize(rootfs).map_err(|_| ProgramOutside::Missing)?;
+    if !resolved.starts_with(&root) {
+        return Err(ProgramOutside::Escapes(resolved));
+    }
+    if !resolved.is_file() {
+        return Err(ProgramOutside::Missing);
+    }
+    Ok(resolved)
 }

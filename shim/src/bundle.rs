@@ -16,6 +16,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use berth_container::resolve::ProgramOutside;
 use berth_container::spec::{MountSpec, Target};
 use berth_container::{ContainerSpec, FlagError};
 use berth_runtime::PortMapping;
@@ -44,6 +45,16 @@ pub enum BundleError {
     MissingProgram {
         /// The program's path inside the root filesystem.
         program: String,
+    },
+    /// The program's symlinks lead out of the root filesystem.
+    #[error(
+        "the entrypoint {program} leads out of the container's root filesystem (a symlink to {target}); berth runs only programs inside it"
+    )]
+    ProgramOutsideRootfs {
+        /// The program's path inside the root filesystem.
+        program: String,
+        /// Where its symlinks lead on the host.
+        target: String,
     },
     /// The program is a native executable.
     #[error(
@@ -140,10 +151,16 @@ pub fn from_spec(spec: &Spec, rootfs: &Path) -> Result<Bundle, BundleError> {
     let guest = normalize_guest_path(&program)
         .filter(|_| program.starts_with('/'))
         .ok_or_else(|| BundleError::RelativeProgram(program.clone()))?;
-    let host = rootfs.join(guest.trim_start_matches('/'));
-    if !host.is_file() {
-        return Err(BundleError::MissingProgram { program: guest });
-    }
+    let host = match berth_container::resolve::program_in_rootfs(rootfs, &guest) {
+        Ok(host) => host,
+        Err(ProgramOutside::Missing) => return Err(BundleError::MissingProgram { program: guest }),
+        Err(ProgramOutside::Escapes(target)) => {
+            return Err(BundleError::ProgramOutsideRootfs {
+                program: guest,
+                target: target.display().to_string(),
+            });
+        }
+    };
     if is_elf(&host) {
         return Err(BundleError::Native { program: guest });
     }
@@ -349,5 +366,23 @@ mod tests {
             native.contains("WebAssembly only") && native.contains("runc"),
             "{native}"
         );
+        // A hostile image's program that points at a host file (here a
+        // real wasm program outside the root filesystem) is never read.
+        let outside = tempfile::tempdir().expect("tempdir");
+        let host_program = outside.path().join("host.wasm");
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm/hello.wasm"),
+            &host_program,
+        )
+        .expect("copy");
+        std::os::unix::fs::symlink(&host_program, root.path().join("app/escape.wasm"))
+            .expect("symlink");
+        std::os::unix::fs::symlink("../../../../../../..", root.path().join("app/up"))
+            .expect("symlink");
+        let escape = run(serde_json::json!(["/app/escape.wasm"]));
+        assert!(escape.contains("leads out of"), "{escape}");
+        let relative = format!("/app/up{}", host_program.display());
+        let escape = run(serde_json::json!([relative]));
+        assert!(escape.contains("leads out of"), "{escape}");
     }
 }
