@@ -329,9 +329,8 @@ fn graceful_stop_of_a_server_closes_idle_keep_alive_connections() {
             stream
                 .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
                 .expect("request");
-            let mut response = [0u8; 4096];
-            let read = stream.read(&mut response).expect("response");
-            assert!(response[..read].starts_with(b"HTTP/1.1 200"));
+            let response = read_one_response(&mut stream);
+            assert!(response.starts_with(b"HTTP/1.1 200"), "{response:?}");
             stream
         })
         .await
@@ -359,6 +358,32 @@ fn graceful_stop_of_a_server_closes_idle_keep_alive_connections() {
         .expect("reader");
         assert_eq!(closed.expect("a clean close"), 0);
     });
+}
+
+/// Reads exactly one HTTP/1.1 response with a `content-length` body (bounded
+/// to 64 KiB), so whatever the server sends afterwards can be told apart.
+fn read_one_response(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while response.len() < 64 * 1024 {
+        if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .map(|value| value.trim().parse().expect("a content-length"))
+                .expect("a response with content-length");
+            if response.len() >= end + 4 + length {
+                assert_eq!(response.len(), end + 4 + length, "one response only");
+                return response;
+            }
+        }
+        let read = stream.read(&mut chunk).expect("response");
+        assert!(read > 0, "connection closed mid-response: {response:?}");
+        response.extend_from_slice(&chunk[..read]);
+    }
+    panic!("response over 64 KiB: {:?}", &response[..256]);
 }
 
 #[test]
