@@ -202,20 +202,28 @@ impl Service {
 
     /// Records `exit` for task `id` and tells containerd.
     async fn record_exit(&self, id: &str, exit: Exit, oom: bool) {
-        {
-            let tasks = lock(&self.inner.tasks);
-            let Some(task) = tasks.get(id) else { return };
-            if task.exited().is_some() {
-                return;
-            }
-            task.exit.send_replace(Some(exit.clone()));
-        }
-        if oom {
+        let known = |tasks: &HashMap<String, TaskEntry>| {
+            tasks.get(id).is_some_and(|task| task.exited().is_none())
+        };
+        // The OOM event goes out before the exit becomes visible (as the
+        // kernel's OOM notice precedes a runc task's exit): CRI takes a
+        // container's reason, OOMKilled, from it, and kubelet may read the
+        // status as soon as Wait returns.
+        if oom && known(&lock(&self.inner.tasks)) {
             self.publish(TaskOOM {
                 container_id: id.to_owned(),
                 ..Default::default()
             })
             .await;
+        }
+        {
+            let tasks = lock(&self.inner.tasks);
+            if !known(&tasks) {
+                return;
+            }
+            if let Some(task) = tasks.get(id) {
+                task.exit.send_replace(Some(exit.clone()));
+            }
         }
         self.publish(TaskExit {
             container_id: id.to_owned(),
