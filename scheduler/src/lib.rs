@@ -1,6 +1,6 @@
 //! berth's desired state, Kubernetes style: the objects (Namespace, Pod,
 //! ReplicaSet, Deployment as `k8s-openapi` types), manifests read from YAML,
-//! their validation, the store that keeps them, and placement of pods by
+//! their validation, the store that keeps them (redb), and placement of pods by
 //! their resource requests.
 //!
 //! This crate has no HTTP and no command line: `berth daemon` serves it over
@@ -10,12 +10,14 @@ pub mod manifest;
 pub mod object;
 pub mod placement;
 pub mod quantity;
+pub mod store;
 pub mod validate;
 
 pub use manifest::{Manifest, ManifestError};
 pub use object::{Kind, Object};
 pub use placement::{Node, Unschedulable};
 pub use quantity::Resources;
+pub use store::{Applied, EventKind, Store, StoreError, WatchEvent};
 pub use validate::FieldError;
 
 /// The Kubernetes types berth speaks, re-exported so that front doors use
