@@ -1,11 +1,13 @@
 //! berth's desired state, Kubernetes style: the objects (Namespace, Pod,
 //! ReplicaSet, Deployment as `k8s-openapi` types), manifests read from YAML,
-//! their validation, the store that keeps them (redb), and placement of pods by
+//! their validation, the store that keeps them (redb), the controllers
+//! that keep ReplicaSets and Deployments converged, and placement of pods by
 //! their resource requests.
 //!
 //! This crate has no HTTP and no command line: `berth daemon` serves it over
 //! its API, and the commands are clients of that API.
 
+pub mod controller;
 pub mod manifest;
 pub mod object;
 pub mod placement;
