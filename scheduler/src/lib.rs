@@ -11,6 +11,7 @@ pub mod controller;
 pub mod manifest;
 pub mod object;
 pub mod placement;
+pub mod podspec;
 pub mod quantity;
 pub mod store;
 pub mod validate;
