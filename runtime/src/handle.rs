@@ -12,12 +12,11 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
 use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -32,6 +31,7 @@ use crate::sandbox::{
     EntryError, GuestState, MAX_COMMAND_RESOURCES, P2State, call_module_entry, deadline, new_store,
     out_of_memory, wasi_builder,
 };
+use crate::signal::{EndSignal, KillSignal};
 use crate::spec::{Entrypoint, SandboxSpec};
 use crate::{Runtime, RuntimeError};
 
@@ -182,14 +182,9 @@ pub struct SandboxStats {
 }
 
 /// What the task running a sandbox and its handles share.
-///
-/// The end is reported through a `OnceLock` and a `Notify` rather than a
-/// watch channel: set once, read by every handle, and an uncontended
-/// notification instead of a watch's eight.
 pub(crate) struct Shared {
-    kill: watch::Sender<Option<KillMode>>,
-    status: OnceLock<ExitStatus>,
-    ended: Notify,
+    kill: KillSignal,
+    end: EndSignal,
     pub(crate) usage: Arc<Usage>,
     /// The meter of a single sandbox's polls (servers add each request's
     /// CPU to `usage` instead).
@@ -215,7 +210,6 @@ impl std::fmt::Debug for SandboxHandle {
 /// end. Dropped without [`TaskSide::finish`] (its tokio runtime shut down
 /// under it), it reports the sandbox lost.
 pub(crate) struct TaskSide {
-    pub(crate) kill: watch::Receiver<Option<KillMode>>,
     shared: Arc<Shared>,
 }
 
@@ -223,35 +217,34 @@ impl TaskSide {
     /// Reports how the sandbox ended.
     pub(crate) fn finish(self, status: ExitStatus) {
         // Only the task sets the status; dropping `self` wakes the waiters.
-        let _ = self.shared.status.set(status);
+        self.shared.end.set_if_unset(|| status);
+    }
+
+    /// Resolves when a kill is asked for, with the strongest mode asked;
+    /// never when every handle is gone.
+    pub(crate) async fn killed(&self) -> KillMode {
+        self.killed_at_least(KillMode::Graceful).await
+    }
+
+    /// Resolves once a kill at least as strong as `least` is asked for.
+    pub(crate) async fn killed_at_least(&self, least: KillMode) -> KillMode {
+        self.shared.kill.at_least(least).await
     }
 }
 
 impl Drop for TaskSide {
     fn drop(&mut self) {
-        self.shared.status.get_or_init(lost);
-        self.shared.ended.notify_waiters();
-    }
-}
-
-/// Resolves when a kill is asked for, with the strongest mode asked; never
-/// when every handle is gone.
-pub(crate) async fn killed(kill: &mut watch::Receiver<Option<KillMode>>) -> KillMode {
-    let asked = kill.wait_for(Option::is_some).await.map(|mode| *mode);
-    match asked {
-        Ok(mode) => mode.unwrap_or(KillMode::Immediate),
-        Err(_) => std::future::pending().await,
+        self.shared.end.set_if_unset(lost);
+        self.shared.end.wake();
     }
 }
 
 impl SandboxHandle {
     /// A handle and the task side that goes with it.
     pub(crate) fn pair(usage: Arc<Usage>, meter: Option<Arc<CpuMeter>>) -> (Self, TaskSide) {
-        let (kill_tx, kill_rx) = watch::channel(None);
         let shared = Arc::new(Shared {
-            kill: kill_tx,
-            status: OnceLock::new(),
-            ended: Notify::new(),
+            kill: KillSignal::new(),
+            end: EndSignal::new(),
             usage,
             meter,
         });
@@ -259,43 +252,24 @@ impl SandboxHandle {
             SandboxHandle {
                 shared: shared.clone(),
             },
-            TaskSide {
-                kill: kill_rx,
-                shared,
-            },
+            TaskSide { shared },
         )
     }
 
     /// Waits for the sandbox to end and says how it ended.
     pub async fn wait(&self) -> ExitStatus {
-        loop {
-            let ended = self.shared.ended.notified();
-            let mut ended = std::pin::pin!(ended);
-            // Registered before the status is read, so that an end
-            // reported in between still wakes this waiter.
-            ended.as_mut().enable();
-            if let Some(status) = self.shared.status.get() {
-                return status.clone();
-            }
-            ended.await;
-        }
+        self.shared.end.wait().await
     }
 
     /// How the sandbox ended, if it has.
     pub fn try_wait(&self) -> Option<ExitStatus> {
-        self.shared.status.get().cloned()
+        self.shared.end.get().cloned()
     }
 
     /// Asks the sandbox to stop. Asking again with [`KillMode::Immediate`]
     /// turns a graceful stop into an immediate one.
     pub fn kill(&self, mode: KillMode) {
-        self.shared.kill.send_if_modified(|current| {
-            if current.is_some_and(|current| current >= mode) {
-                return false;
-            }
-            *current = Some(mode);
-            true
-        });
+        self.shared.kill.ask(mode);
     }
 
     /// What the sandbox uses now.
@@ -502,8 +476,7 @@ impl Runtime {
         let program = program.clone();
         let hold = self.hold_clock();
         tokio.spawn(async move {
-            let mut kill = task.kill.clone();
-            let outcome = drive(store, guest, &limits, &mut kill).await;
+            let outcome = drive(store, guest, &limits, &task).await;
             task.finish(outcome);
             drop((hold, program, runtime));
         });
@@ -516,7 +489,7 @@ async fn drive<W: Send + 'static, G: Guest<W>>(
     mut store: Store<GuestState<W>>,
     guest: G,
     limits: &Limits,
-    kill: &mut watch::Receiver<Option<KillMode>>,
+    task: &TaskSide,
 ) -> ExitStatus {
     if store.data().memory_refused().is_some() {
         return finish(Outcome::Finished(Err(out_of_memory())), &store, limits);
@@ -527,7 +500,7 @@ async fn drive<W: Send + 'static, G: Guest<W>>(
         let run = with_timeout(deadline(limits), run);
         tokio::select! {
             biased;
-            mode = killed(kill) => Outcome::Killed(mode),
+            mode = task.killed() => Outcome::Killed(mode),
             result = run => match result {
                 None => Outcome::TimedOut,
                 Some(Err(panic)) => Outcome::Panicked(panic),
