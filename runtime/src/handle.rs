@@ -20,7 +20,6 @@ use std::time::Duration;
 use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiView};
 
 use crate::limits::{CpuMeter, Limits, Metered, Usage};
@@ -315,8 +314,10 @@ trait Guest<W>: Send + 'static {
     ) -> Pin<Box<dyn Future<Output = wasmtime::Result<Vec<String>>> + Send + 'a>>;
 }
 
+/// A guest holds its program, whose linked form it borrows (cloning one
+/// is several reference counts shared by every sandbox of the program).
 struct ModuleGuest {
-    pre: wasmtime::InstancePre<GuestState<WasiP1Ctx>>,
+    program: Program,
     entrypoint: Entrypoint,
     args: Vec<String>,
     origin: String,
@@ -328,14 +329,16 @@ impl Guest<WasiP1Ctx> for ModuleGuest {
         store: &'a mut Store<GuestState<WasiP1Ctx>>,
     ) -> Pin<Box<dyn Future<Output = wasmtime::Result<Vec<String>>> + Send + 'a>> {
         Box::pin(async move {
-            let instance = self.pre.instantiate_async(&mut *store).await?;
+            let pre = self.program.module_pre(&self.origin)?;
+            let instance = pre.instantiate_async(&mut *store).await?;
             call_module_entry(store, &instance, &self.entrypoint, &self.args, &self.origin).await
         })
     }
 }
 
 struct CommandGuest {
-    pre: CommandPre<GuestState<P2State>>,
+    program: Program,
+    origin: String,
 }
 
 impl Guest<P2State> for CommandGuest {
@@ -344,7 +347,8 @@ impl Guest<P2State> for CommandGuest {
         store: &'a mut Store<GuestState<P2State>>,
     ) -> Pin<Box<dyn Future<Output = wasmtime::Result<Vec<String>>> + Send + 'a>> {
         Box::pin(async move {
-            let command = self.pre.instantiate_async(&mut *store).await?;
+            let pre = self.program.command_pre(&self.origin)?;
+            let command = pre.instantiate_async(&mut *store).await?;
             match command.wasi_cli_run().call_run(&mut *store).await? {
                 Ok(()) => Ok(Vec::new()),
                 Err(()) => Err(wasmtime::Error::new(I32Exit(1))),
@@ -368,10 +372,9 @@ impl Runtime {
     ) -> Result<SandboxHandle, RuntimeError> {
         let tokio =
             tokio::runtime::Handle::try_current().map_err(|_| RuntimeError::NoAsyncRuntime)?;
-        let origin = spec.program_name.clone();
         let limits = spec.limits.clone();
         let reserved = program.footprint().bytes;
-        let engine = program.inner.slot.engine.clone();
+        let engine = &program.inner.slot.engine;
         let usage = Arc::new(Usage::default());
         // A quota needs the thread's CPU clock; statistics alone make do
         // with the wall time of the sandbox's polls (see CpuMeter).
@@ -384,16 +387,17 @@ impl Runtime {
         match program.code() {
             // Only an explicit `-p` is refused: an image's EXPOSE is metadata,
             // and a module that cannot listen simply never uses it.
-            Code::Module(_) if !spec.network.publish.is_empty() => {
-                Err(NetError::CannotListen { origin }.into())
+            Code::Module(_) if !spec.network.publish.is_empty() => Err(NetError::CannotListen {
+                origin: spec.program_name,
             }
+            .into()),
             Code::Module(_) => {
-                program.check_module_entry(&spec.entrypoint, &spec.args, &origin)?;
-                let pre = program.module_pre(&origin)?;
+                program.check_module_entry(&spec.entrypoint, &spec.args, &spec.program_name)?;
+                program.module_pre(&spec.program_name)?;
                 let mut wasi = wasi_builder(&mut spec)?.build_p1();
                 wasi.ctx().table.set_max_capacity(MAX_COMMAND_RESOURCES);
                 let store = new_store(
-                    &engine,
+                    engine,
                     wasi,
                     &limits,
                     reserved,
@@ -401,23 +405,23 @@ impl Runtime {
                     Some(meter.clone()),
                 );
                 let guest = ModuleGuest {
-                    pre,
+                    program: program.clone(),
                     entrypoint: spec.entrypoint,
                     args: spec.args,
-                    origin,
+                    origin: spec.program_name,
                 };
-                Ok(self.spawn(&tokio, program, store, guest, limits, usage, meter))
+                Ok(self.spawn(&tokio, store, guest, limits, usage, meter))
             }
             Code::Component(_) => {
                 if let Entrypoint::Export(name) = &spec.entrypoint {
                     return Err(RuntimeError::Entrypoint {
-                        origin,
+                        origin: spec.program_name,
                         reason: format!(
                             "is a component; calling the export {name:?} directly is only supported for core modules"
                         ),
                     });
                 }
-                let pre = program.command_pre(&origin)?;
+                program.command_pre(&spec.program_name)?;
                 let mut builder = wasi_builder(&mut spec)?;
                 spec.network.check_ports_free()?;
                 let net = spec.network.grant(&mut builder);
@@ -429,7 +433,7 @@ impl Runtime {
                     net,
                 };
                 let store = new_store(
-                    &engine,
+                    engine,
                     state,
                     &limits,
                     reserved,
@@ -438,9 +442,11 @@ impl Runtime {
                 );
                 Ok(self.spawn(
                     &tokio,
-                    program,
                     store,
-                    CommandGuest { pre },
+                    CommandGuest {
+                        program: program.clone(),
+                        origin: spec.program_name,
+                    },
                     limits,
                     usage,
                     meter,
@@ -462,7 +468,6 @@ impl Runtime {
     fn spawn<W: Send + 'static, G: Guest<W>>(
         &self,
         tokio: &tokio::runtime::Handle,
-        program: &Program,
         store: Store<GuestState<W>>,
         guest: G,
         limits: Limits,
@@ -470,15 +475,14 @@ impl Runtime {
         meter: Arc<CpuMeter>,
     ) -> SandboxHandle {
         let (handle, task) = SandboxHandle::pair(usage, Some(meter));
-        // The task keeps the runtime (and with it the epoch clock) and the
-        // program alive for as long as the guest runs.
+        // The task keeps the runtime (and with it the epoch clock) alive for
+        // as long as the guest runs; the guest holds its program.
         let runtime = self.clone();
-        let program = program.clone();
         let hold = self.hold_clock();
         tokio.spawn(async move {
             let outcome = drive(store, guest, &limits, &task).await;
             task.finish(outcome);
-            drop((hold, program, runtime));
+            drop((hold, runtime));
         });
         handle
     }

@@ -277,7 +277,7 @@ impl Runtime {
         origin: &str,
         config: HandlerConfig,
     ) -> Result<HttpHandler, RuntimeError> {
-        let pre = program.proxy_pre(origin)?;
+        let pre = program.proxy_pre(origin)?.clone();
         let footprint = program.footprint().bytes;
         if let Some(limit) = config.limits.memory_bytes
             && footprint > limit
