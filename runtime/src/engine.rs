@@ -7,6 +7,7 @@
 //! [`EPOCH_TICK`], on one thread that sleeps while no sandbox runs and ends
 //! with the runtime.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -120,13 +121,14 @@ pub(crate) struct EpochClock {
 struct ClockShared {
     state: Mutex<ClockState>,
     wake: Condvar,
+    /// Sandboxes (or servers) running now: an atomic, so that only the
+    /// first of a busy period takes the lock (to start or wake the thread).
+    users: AtomicUsize,
 }
 
 #[derive(Default)]
 struct ClockState {
     engines: Vec<Engine>,
-    /// Sandboxes (or servers) running now.
-    users: usize,
     started: bool,
     stopped: bool,
     /// The thread waits for a user (and must be woken for one).
@@ -143,6 +145,7 @@ impl EpochClock {
             shared: Arc::new(ClockShared {
                 state: Mutex::new(ClockState::default()),
                 wake: Condvar::new(),
+                users: AtomicUsize::new(0),
             }),
         }
     }
@@ -154,8 +157,16 @@ impl EpochClock {
 
     /// Keeps the clock ticking until the returned guard is dropped.
     pub(crate) fn hold(&self) -> ClockHold {
+        let hold = ClockHold {
+            shared: self.shared.clone(),
+        };
+        // The thread sleeps only once it has seen no users under the lock,
+        // so whoever ends a spell of none takes the lock after counting
+        // itself: the thread then either sees it or is asleep to be woken.
+        if self.shared.users.fetch_add(1, Ordering::SeqCst) > 0 {
+            return hold;
+        }
         let mut state = lock(&self.shared);
-        state.users += 1;
         // Waking the thread is a futex call: make it only when the thread
         // is asleep, not on every sandbox's start.
         let asleep = state.asleep;
@@ -173,9 +184,7 @@ impl EpochClock {
         if asleep {
             self.shared.wake.notify_all();
         }
-        ClockHold {
-            shared: self.shared.clone(),
-        }
+        hold
     }
 }
 
@@ -190,7 +199,7 @@ impl Drop for EpochClock {
 fn tick(shared: &ClockShared) {
     let mut state = lock(shared);
     loop {
-        while state.users == 0 && !state.stopped {
+        while shared.users.load(Ordering::SeqCst) == 0 && !state.stopped {
             state.asleep = true;
             state = shared
                 .wake
@@ -219,7 +228,6 @@ pub(crate) struct ClockHold {
 
 impl Drop for ClockHold {
     fn drop(&mut self) {
-        let mut state = lock(&self.shared);
-        state.users = state.users.saturating_sub(1);
+        self.shared.users.fetch_sub(1, Ordering::SeqCst);
     }
 }

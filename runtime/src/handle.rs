@@ -12,16 +12,14 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
 use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiView};
 
 use crate::limits::{CpuMeter, Limits, Metered, Usage};
@@ -32,6 +30,7 @@ use crate::sandbox::{
     EntryError, GuestState, MAX_COMMAND_RESOURCES, P2State, call_module_entry, deadline, new_store,
     out_of_memory, wasi_builder,
 };
+use crate::signal::{EndSignal, KillSignal};
 use crate::spec::{Entrypoint, SandboxSpec};
 use crate::{Runtime, RuntimeError};
 
@@ -182,14 +181,9 @@ pub struct SandboxStats {
 }
 
 /// What the task running a sandbox and its handles share.
-///
-/// The end is reported through a `OnceLock` and a `Notify` rather than a
-/// watch channel: set once, read by every handle, and an uncontended
-/// notification instead of a watch's eight.
 pub(crate) struct Shared {
-    kill: watch::Sender<Option<KillMode>>,
-    status: OnceLock<ExitStatus>,
-    ended: Notify,
+    kill: KillSignal,
+    end: EndSignal,
     pub(crate) usage: Arc<Usage>,
     /// The meter of a single sandbox's polls (servers add each request's
     /// CPU to `usage` instead).
@@ -215,7 +209,6 @@ impl std::fmt::Debug for SandboxHandle {
 /// end. Dropped without [`TaskSide::finish`] (its tokio runtime shut down
 /// under it), it reports the sandbox lost.
 pub(crate) struct TaskSide {
-    pub(crate) kill: watch::Receiver<Option<KillMode>>,
     shared: Arc<Shared>,
 }
 
@@ -223,35 +216,34 @@ impl TaskSide {
     /// Reports how the sandbox ended.
     pub(crate) fn finish(self, status: ExitStatus) {
         // Only the task sets the status; dropping `self` wakes the waiters.
-        let _ = self.shared.status.set(status);
+        self.shared.end.set_if_unset(|| status);
+    }
+
+    /// Resolves when a kill is asked for, with the strongest mode asked;
+    /// never when every handle is gone.
+    pub(crate) async fn killed(&self) -> KillMode {
+        self.killed_at_least(KillMode::Graceful).await
+    }
+
+    /// Resolves once a kill at least as strong as `least` is asked for.
+    pub(crate) async fn killed_at_least(&self, least: KillMode) -> KillMode {
+        self.shared.kill.at_least(least).await
     }
 }
 
 impl Drop for TaskSide {
     fn drop(&mut self) {
-        self.shared.status.get_or_init(lost);
-        self.shared.ended.notify_waiters();
-    }
-}
-
-/// Resolves when a kill is asked for, with the strongest mode asked; never
-/// when every handle is gone.
-pub(crate) async fn killed(kill: &mut watch::Receiver<Option<KillMode>>) -> KillMode {
-    let asked = kill.wait_for(Option::is_some).await.map(|mode| *mode);
-    match asked {
-        Ok(mode) => mode.unwrap_or(KillMode::Immediate),
-        Err(_) => std::future::pending().await,
+        self.shared.end.set_if_unset(lost);
+        self.shared.end.wake();
     }
 }
 
 impl SandboxHandle {
     /// A handle and the task side that goes with it.
     pub(crate) fn pair(usage: Arc<Usage>, meter: Option<Arc<CpuMeter>>) -> (Self, TaskSide) {
-        let (kill_tx, kill_rx) = watch::channel(None);
         let shared = Arc::new(Shared {
-            kill: kill_tx,
-            status: OnceLock::new(),
-            ended: Notify::new(),
+            kill: KillSignal::new(),
+            end: EndSignal::new(),
             usage,
             meter,
         });
@@ -259,43 +251,24 @@ impl SandboxHandle {
             SandboxHandle {
                 shared: shared.clone(),
             },
-            TaskSide {
-                kill: kill_rx,
-                shared,
-            },
+            TaskSide { shared },
         )
     }
 
     /// Waits for the sandbox to end and says how it ended.
     pub async fn wait(&self) -> ExitStatus {
-        loop {
-            let ended = self.shared.ended.notified();
-            let mut ended = std::pin::pin!(ended);
-            // Registered before the status is read, so that an end
-            // reported in between still wakes this waiter.
-            ended.as_mut().enable();
-            if let Some(status) = self.shared.status.get() {
-                return status.clone();
-            }
-            ended.await;
-        }
+        self.shared.end.wait().await
     }
 
     /// How the sandbox ended, if it has.
     pub fn try_wait(&self) -> Option<ExitStatus> {
-        self.shared.status.get().cloned()
+        self.shared.end.get().cloned()
     }
 
     /// Asks the sandbox to stop. Asking again with [`KillMode::Immediate`]
     /// turns a graceful stop into an immediate one.
     pub fn kill(&self, mode: KillMode) {
-        self.shared.kill.send_if_modified(|current| {
-            if current.is_some_and(|current| current >= mode) {
-                return false;
-            }
-            *current = Some(mode);
-            true
-        });
+        self.shared.kill.ask(mode);
     }
 
     /// What the sandbox uses now.
@@ -341,8 +314,10 @@ trait Guest<W>: Send + 'static {
     ) -> Pin<Box<dyn Future<Output = wasmtime::Result<Vec<String>>> + Send + 'a>>;
 }
 
+/// A guest holds its program, whose linked form it borrows (cloning one
+/// is several reference counts shared by every sandbox of the program).
 struct ModuleGuest {
-    pre: wasmtime::InstancePre<GuestState<WasiP1Ctx>>,
+    program: Program,
     entrypoint: Entrypoint,
     args: Vec<String>,
     origin: String,
@@ -354,14 +329,16 @@ impl Guest<WasiP1Ctx> for ModuleGuest {
         store: &'a mut Store<GuestState<WasiP1Ctx>>,
     ) -> Pin<Box<dyn Future<Output = wasmtime::Result<Vec<String>>> + Send + 'a>> {
         Box::pin(async move {
-            let instance = self.pre.instantiate_async(&mut *store).await?;
+            let pre = self.program.module_pre(&self.origin)?;
+            let instance = pre.instantiate_async(&mut *store).await?;
             call_module_entry(store, &instance, &self.entrypoint, &self.args, &self.origin).await
         })
     }
 }
 
 struct CommandGuest {
-    pre: CommandPre<GuestState<P2State>>,
+    program: Program,
+    origin: String,
 }
 
 impl Guest<P2State> for CommandGuest {
@@ -370,7 +347,8 @@ impl Guest<P2State> for CommandGuest {
         store: &'a mut Store<GuestState<P2State>>,
     ) -> Pin<Box<dyn Future<Output = wasmtime::Result<Vec<String>>> + Send + 'a>> {
         Box::pin(async move {
-            let command = self.pre.instantiate_async(&mut *store).await?;
+            let pre = self.program.command_pre(&self.origin)?;
+            let command = pre.instantiate_async(&mut *store).await?;
             match command.wasi_cli_run().call_run(&mut *store).await? {
                 Ok(()) => Ok(Vec::new()),
                 Err(()) => Err(wasmtime::Error::new(I32Exit(1))),
@@ -394,10 +372,9 @@ impl Runtime {
     ) -> Result<SandboxHandle, RuntimeError> {
         let tokio =
             tokio::runtime::Handle::try_current().map_err(|_| RuntimeError::NoAsyncRuntime)?;
-        let origin = spec.program_name.clone();
         let limits = spec.limits.clone();
         let reserved = program.footprint().bytes;
-        let engine = program.inner.slot.engine.clone();
+        let engine = &program.inner.slot.engine;
         let usage = Arc::new(Usage::default());
         // A quota needs the thread's CPU clock; statistics alone make do
         // with the wall time of the sandbox's polls (see CpuMeter).
@@ -410,16 +387,17 @@ impl Runtime {
         match program.code() {
             // Only an explicit `-p` is refused: an image's EXPOSE is metadata,
             // and a module that cannot listen simply never uses it.
-            Code::Module(_) if !spec.network.publish.is_empty() => {
-                Err(NetError::CannotListen { origin }.into())
+            Code::Module(_) if !spec.network.publish.is_empty() => Err(NetError::CannotListen {
+                origin: spec.program_name,
             }
+            .into()),
             Code::Module(_) => {
-                program.check_module_entry(&spec.entrypoint, &spec.args, &origin)?;
-                let pre = program.module_pre(&origin)?;
+                program.check_module_entry(&spec.entrypoint, &spec.args, &spec.program_name)?;
+                program.module_pre(&spec.program_name)?;
                 let mut wasi = wasi_builder(&mut spec)?.build_p1();
                 wasi.ctx().table.set_max_capacity(MAX_COMMAND_RESOURCES);
                 let store = new_store(
-                    &engine,
+                    engine,
                     wasi,
                     &limits,
                     reserved,
@@ -427,23 +405,23 @@ impl Runtime {
                     Some(meter.clone()),
                 );
                 let guest = ModuleGuest {
-                    pre,
+                    program: program.clone(),
                     entrypoint: spec.entrypoint,
                     args: spec.args,
-                    origin,
+                    origin: spec.program_name,
                 };
-                Ok(self.spawn(&tokio, program, store, guest, limits, usage, meter))
+                Ok(self.spawn(&tokio, store, guest, limits, usage, meter))
             }
             Code::Component(_) => {
                 if let Entrypoint::Export(name) = &spec.entrypoint {
                     return Err(RuntimeError::Entrypoint {
-                        origin,
+                        origin: spec.program_name,
                         reason: format!(
                             "is a component; calling the export {name:?} directly is only supported for core modules"
                         ),
                     });
                 }
-                let pre = program.command_pre(&origin)?;
+                program.command_pre(&spec.program_name)?;
                 let mut builder = wasi_builder(&mut spec)?;
                 spec.network.check_ports_free()?;
                 let net = spec.network.grant(&mut builder);
@@ -455,7 +433,7 @@ impl Runtime {
                     net,
                 };
                 let store = new_store(
-                    &engine,
+                    engine,
                     state,
                     &limits,
                     reserved,
@@ -464,9 +442,11 @@ impl Runtime {
                 );
                 Ok(self.spawn(
                     &tokio,
-                    program,
                     store,
-                    CommandGuest { pre },
+                    CommandGuest {
+                        program: program.clone(),
+                        origin: spec.program_name,
+                    },
                     limits,
                     usage,
                     meter,
@@ -488,7 +468,6 @@ impl Runtime {
     fn spawn<W: Send + 'static, G: Guest<W>>(
         &self,
         tokio: &tokio::runtime::Handle,
-        program: &Program,
         store: Store<GuestState<W>>,
         guest: G,
         limits: Limits,
@@ -496,16 +475,14 @@ impl Runtime {
         meter: Arc<CpuMeter>,
     ) -> SandboxHandle {
         let (handle, task) = SandboxHandle::pair(usage, Some(meter));
-        // The task keeps the runtime (and with it the epoch clock) and the
-        // program alive for as long as the guest runs.
+        // The task keeps the runtime (and with it the epoch clock) alive for
+        // as long as the guest runs; the guest holds its program.
         let runtime = self.clone();
-        let program = program.clone();
         let hold = self.hold_clock();
         tokio.spawn(async move {
-            let mut kill = task.kill.clone();
-            let outcome = drive(store, guest, &limits, &mut kill).await;
+            let outcome = drive(store, guest, &limits, &task).await;
             task.finish(outcome);
-            drop((hold, program, runtime));
+            drop((hold, runtime));
         });
         handle
     }
@@ -516,7 +493,7 @@ async fn drive<W: Send + 'static, G: Guest<W>>(
     mut store: Store<GuestState<W>>,
     guest: G,
     limits: &Limits,
-    kill: &mut watch::Receiver<Option<KillMode>>,
+    task: &TaskSide,
 ) -> ExitStatus {
     if store.data().memory_refused().is_some() {
         return finish(Outcome::Finished(Err(out_of_memory())), &store, limits);
@@ -527,7 +504,7 @@ async fn drive<W: Send + 'static, G: Guest<W>>(
         let run = with_timeout(deadline(limits), run);
         tokio::select! {
             biased;
-            mode = killed(kill) => Outcome::Killed(mode),
+            mode = task.killed() => Outcome::Killed(mode),
             result = run => match result {
                 None => Outcome::TimedOut,
                 Some(Err(panic)) => Outcome::Panicked(panic),

@@ -44,7 +44,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 pub use crate::net::OutboundRule;
 
 use crate::engine::ClockHold;
-use crate::handle::{ExitReason, ExitStatus, KillMode, SandboxHandle, killed};
+use crate::handle::{ExitReason, ExitStatus, KillMode, SandboxHandle, TaskSide};
 use crate::limits::{Limits, Usage};
 use crate::net::NetError;
 use crate::program::Program;
@@ -277,7 +277,7 @@ impl Runtime {
         origin: &str,
         config: HandlerConfig,
     ) -> Result<HttpHandler, RuntimeError> {
-        let pre = program.proxy_pre(origin)?;
+        let pre = program.proxy_pre(origin)?.clone();
         let footprint = program.footprint().bytes;
         if let Some(limit) = config.limits.memory_bytes
             && footprint > limit
@@ -347,8 +347,7 @@ impl HttpListener {
     pub fn serve(self, handler: HttpHandler) -> SandboxHandle {
         let (handle, task) = SandboxHandle::pair(handler.inner.usage.clone(), None);
         tokio::spawn(async move {
-            let mut kill = task.kill.clone();
-            let status = accept_loop(self, handler, &mut kill).await;
+            let status = accept_loop(self, handler, &task).await;
             task.finish(status);
         });
         handle
@@ -356,11 +355,7 @@ impl HttpListener {
 }
 
 /// Accepts connections until a kill, then stops as the kill says.
-async fn accept_loop(
-    listening: HttpListener,
-    handler: HttpHandler,
-    kill: &mut tokio::sync::watch::Receiver<Option<KillMode>>,
-) -> ExitStatus {
+async fn accept_loop(listening: HttpListener, handler: HttpHandler, task: &TaskSide) -> ExitStatus {
     let HttpListener { listener, config } = listening;
     let config = Arc::new(config);
     // HTTP/1.1, and HTTP/2 over cleartext for clients that open with
@@ -383,7 +378,7 @@ async fn accept_loop(
     let mode = loop {
         while open.try_join_next().is_some() {}
         let accepted = tokio::select! {
-            mode = killed(kill) => break mode,
+            mode = task.killed() => break mode,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -410,7 +405,7 @@ async fn accept_loop(
                 accept_failures = accept_failures.saturating_add(1);
                 let pause = Duration::from_millis(10 << accept_failures.min(7));
                 tokio::select! {
-                    mode = killed(kill) => break mode,
+                    mode = task.killed() => break mode,
                     () = tokio::time::sleep(pause) => continue,
                 }
             }
@@ -461,7 +456,7 @@ async fn accept_loop(
         tokio::select! {
             result = tokio::time::timeout(config.grace_period, drain) => result.is_ok(),
             // A second, immediate kill cuts the grace period short.
-            _ = kill.wait_for(|mode| *mode == Some(KillMode::Immediate)) => false,
+            _ = task.killed_at_least(KillMode::Immediate) => false,
         }
     };
     open.abort_all();

@@ -26,6 +26,7 @@ pub mod program;
 pub mod quantity;
 mod runtime;
 mod sandbox;
+mod signal;
 pub mod spec;
 pub mod stdio;
 

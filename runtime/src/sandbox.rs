@@ -352,6 +352,10 @@ pub(crate) struct Prepared {
     module: Linked<InstancePre<GuestState<WasiP1Ctx>>>,
     command: Linked<CommandPre<GuestState<P2State>>>,
     proxy: Linked<ProxyPre<GuestState<HttpState>>>,
+    /// Whether a core module has a `_start` to run as a command (checked
+    /// once, not per sandbox: looking an export's type up takes the
+    /// engine's type registry lock).
+    module_start: OnceLock<Result<(), String>>,
 }
 
 /// A copy of a linking error for another caller (the original is cached).
@@ -372,12 +376,12 @@ fn again(error: &RuntimeError) -> RuntimeError {
     }
 }
 
-fn linked<T: Clone>(
+fn linked<T>(
     cell: &Linked<T>,
     link: impl FnOnce() -> Result<T, RuntimeError>,
-) -> Result<T, RuntimeError> {
+) -> Result<&T, RuntimeError> {
     match cell.get_or_init(link) {
-        Ok(linked) => Ok(linked.clone()),
+        Ok(linked) => Ok(linked),
         Err(error) => Err(again(error)),
     }
 }
@@ -387,7 +391,7 @@ impl Program {
     pub(crate) fn module_pre(
         &self,
         origin: &str,
-    ) -> Result<InstancePre<GuestState<WasiP1Ctx>>, RuntimeError> {
+    ) -> Result<&InstancePre<GuestState<WasiP1Ctx>>, RuntimeError> {
         let Code::Module(module) = self.code() else {
             return Err(RuntimeError::Entrypoint {
                 origin: origin.to_owned(),
@@ -419,7 +423,7 @@ impl Program {
     pub(crate) fn command_pre(
         &self,
         origin: &str,
-    ) -> Result<CommandPre<GuestState<P2State>>, RuntimeError> {
+    ) -> Result<&CommandPre<GuestState<P2State>>, RuntimeError> {
         let slot = &self.inner.slot;
         self.link_component(
             origin,
@@ -443,7 +447,7 @@ impl Program {
     pub(crate) fn proxy_pre(
         &self,
         origin: &str,
-    ) -> Result<ProxyPre<GuestState<HttpState>>, RuntimeError> {
+    ) -> Result<&ProxyPre<GuestState<HttpState>>, RuntimeError> {
         let slot = &self.inner.slot;
         self.link_component(
             origin,
@@ -464,14 +468,14 @@ impl Program {
     /// Links the component once, with the engine's linker made by `define`
     /// (once per engine), and wraps it as `wrap` says (the error naming
     /// the export it lacks).
-    fn link_component<S: 'static, T: Clone>(
-        &self,
+    fn link_component<'a, S: 'static, T>(
+        &'a self,
         origin: &str,
-        cell: &Linked<T>,
+        cell: &'a Linked<T>,
         linker_cell: &OnceLock<Result<wasmtime::component::Linker<S>, String>>,
         define: impl FnOnce(&mut wasmtime::component::Linker<S>) -> wasmtime::Result<()>,
         wrap: impl FnOnce(wasmtime::component::InstancePre<S>) -> Result<T, String>,
-    ) -> Result<T, RuntimeError> {
+    ) -> Result<&'a T, RuntimeError> {
         let Code::Component(component) = self.code() else {
             return Err(RuntimeError::Entrypoint {
                 origin: origin.to_owned(),
@@ -523,13 +527,19 @@ impl Program {
             }
         };
         match entrypoint {
-            Entrypoint::Command => match module.get_export("_start") {
-                Some(ExternType::Func(_)) => Ok(()),
-                _ => Err(RuntimeError::Entry(format!(
-                    "{origin} has no _start export, so it is not a WASI command; its function exports are: {}. Call one with FILE#NAME",
-                    function_exports()
-                ))),
-            },
+            Entrypoint::Command => self
+                .inner
+                .prepared
+                .module_start
+                .get_or_init(|| match module.get_export("_start") {
+                    Some(ExternType::Func(_)) => Ok(()),
+                    _ => Err(format!(
+                        "has no _start export, so it is not a WASI command; its function exports are: {}. Call one with FILE#NAME",
+                        function_exports()
+                    )),
+                })
+                .clone()
+                .map_err(|reason| RuntimeError::Entry(format!("{origin} {reason}"))),
             Entrypoint::Export(name) => match module.get_export(name) {
                 Some(ExternType::Func(ty)) => parse_params(&ty, args, name)
                     .map(|_| ())
