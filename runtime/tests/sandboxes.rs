@@ -422,24 +422,10 @@ fn a_sandbox_whose_tokio_runtime_shut_down_reads_as_killed() {
     drop(writer);
 }
 
-/// A guest that grows its memory to 16 pages, then grows 16 pages more for
-/// each read from stdin that returns data (trapping when refused, as a C
-/// program whose malloc fails aborts), and exits 0 at the end of stdin.
-const GROW_ON_EACH_READ: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_read"
-    (func $fd_read (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "_start")
-    (drop (memory.grow (i32.const 15)))
-    (loop $l
-      (i32.store (i32.const 0) (i32.const 16))
-      (i32.store (i32.const 4) (i32.const 8))
-      (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
-      (if (i32.eqz (i32.load (i32.const 8))) (then return))
-      (if (i32.eq (memory.grow (i32.const 16)) (i32.const -1)) (then unreachable))
-      (br $l))))"#;
+/// Grows to 16 pages, then 16 more for each byte read from stdin.
+const GROW_ON_EACH_BYTE: &str = include_str!("guests/grow-on-each-byte.wat");
 
-/// Starts [`GROW_ON_EACH_READ`] with `limits` and waits (bounded) until it
+/// Starts [`GROW_ON_EACH_BYTE`] with `limits` and waits (bounded) until it
 /// has grown to 16 pages and blocks on stdin; returns its handle, its
 /// stdin and the bytes it is charged then.
 async fn grown_and_waiting(
@@ -467,14 +453,15 @@ async fn grown_and_waiting(
     (handle, writer, grown)
 }
 
-/// Lets the guest read one line and end stdin; its end, bounded.
+/// Lets the guest read one byte (one growth) and end stdin; its end,
+/// bounded.
 async fn feed_and_wait(
     handle: &berth_runtime::SandboxHandle,
     mut writer: tokio::io::DuplexStream,
 ) -> berth_runtime::ExitStatus {
     use tokio::io::AsyncWriteExt;
     // A write to a guest that already ended fails; its status says why.
-    let _ = writer.write_all(b"go\n").await;
+    let _ = writer.write_all(b"g").await;
     let _ = writer.shutdown().await;
     let status = tokio::time::timeout(Duration::from_secs(10), handle.wait())
         .await
@@ -486,7 +473,7 @@ async fn feed_and_wait(
 #[test]
 fn a_memory_cap_changed_while_running_bounds_the_next_growth() {
     let runtime = runtime();
-    let program = load(&runtime, GROW_ON_EACH_READ);
+    let program = load(&runtime, GROW_ON_EACH_BYTE);
     multi_thread().block_on(async {
         // Lowered below what it uses: it keeps its memory, but its next
         // growth is refused and it is OOM-killed with the new cap.
