@@ -318,6 +318,12 @@ fn open<T>(
     fifo(Path::new(path)).map_err(|error| format!("cannot open the stdio FIFO {path}: {error}"))
 }
 
+/// Whether a shim answers on the socket at `address` (`unix://PATH`).
+fn serving(address: &str) -> bool {
+    let path = address.strip_prefix("unix://").unwrap_or(address);
+    std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
 fn exit_code(status: &ExitStatus) -> u32 {
     u32::try_from(status.code).unwrap_or(EXIT_KILLED as u32)
 }
@@ -338,7 +344,15 @@ impl Shim for Service {
             .and_then(|spec| bundle::pod_id(&spec).map(str::to_owned))
             .unwrap_or_else(|| opts.id.clone());
         let legacy = opts.containerd_version.is_empty();
-        let address = spawn(opts, &grouping, Vec::new()).await?;
+        // A pod's later containers join the shim already serving it, as
+        // runc's shim does: no second server process is started only to
+        // find the socket taken.
+        let existing = opts.socket_address(&grouping);
+        let address = if grouping != opts.id && serving(&existing) {
+            existing
+        } else {
+            spawn(opts, &grouping, Vec::new()).await?
+        };
         if let Err(error) = std::fs::write("address", &address) {
             log::warn!("cannot write the shim address to the bundle: {error}");
         }
