@@ -3,6 +3,7 @@
 # docs/benchmarks.md. Run on an otherwise idle machine:
 #   bench/run.sh            # all
 #   bench/run.sh cold       # one section: cold | instantiate | density | cache | cpu | images | http
+#   bench/run.sh shim       # the containerd shim against runc (bench/shim.sh; root, containerd, runc)
 # Needs: hyperfine, wabt, wrk, skopeo, docker-registry, gcc (static glibc), runc, GNU time (apt), and wasmtime-cli 48.0.8
 # (`cargo install wasmtime-cli@48.0.8 --locked`, ~15 minutes, once).
 source "$(dirname "$0")/common.sh"
@@ -12,6 +13,11 @@ want() { [[ " ${sections[*]} " == *" $1 "* ]]; }
 hello="$root/examples/wasm/hello.wasm"
 echo "machine: $(nproc) cores, $(uname -sr), $(date -u +%F)"
 echo "berth: $("$berth" --version); wasmtime: $(wasmtime --version 2>/dev/null || echo missing)"
+
+if want shim; then
+  echo "== containerd shim: berth against runc under one containerd =="
+  "$root/bench/shim.sh"
+fi
 
 if want cold; then
   echo "== cold start: whole process, C hello (warm compile caches) =="

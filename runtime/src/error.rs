@@ -89,6 +89,14 @@ pub enum RuntimeError {
         /// What went wrong.
         reason: String,
     },
+    /// A limit given to a running sandbox cannot apply.
+    #[error("invalid {limit}: {reason}")]
+    Limit {
+        /// The limit and its value, e.g. "CPU quota -1".
+        limit: String,
+        /// What is accepted.
+        reason: String,
+    },
     /// A sandbox was started outside a tokio runtime.
     #[error("sandboxes must be started from within a tokio runtime")]
     NoAsyncRuntime,

@@ -271,6 +271,52 @@ impl SandboxHandle {
         self.shared.kill.ask(mode);
     }
 
+    /// Changes the sandbox's limits while it runs, as writing a cgroup's
+    /// `memory.max` or `cpu.max` does; `None` keeps a limit as it is. They
+    /// apply from the guest's next memory growth and next epoch tick.
+    ///
+    /// `memory_bytes` is the new cap (`u64::MAX`: none). A cap below what
+    /// the sandbox already uses takes nothing back, since linear memory
+    /// cannot shrink: the guest keeps what it has and every further growth
+    /// is refused (OOM-killed if the guest then fails), as with
+    /// `memory.max` when nothing can be reclaimed. Compare it with
+    /// [`SandboxStats::memory_bytes`] to tell. `cpus` is the new quota in
+    /// cores; a whole core or more lifts it (a guest runs on one thread).
+    /// A server applies both to each request, as it does the limits it was
+    /// started with; its requests' memories stay within the instance pool
+    /// it reserved at the start.
+    pub fn update_limits(
+        &self,
+        memory_bytes: Option<u64>,
+        cpus: Option<f64>,
+    ) -> Result<(), RuntimeError> {
+        if memory_bytes == Some(0) {
+            return Err(RuntimeError::Limit {
+                limit: "memory limit 0".to_owned(),
+                reason: "give at least one byte".to_owned(),
+            });
+        }
+        if let Some(cpus) = cpus.filter(|cpus| cpus.is_nan() || *cpus <= 0.0) {
+            return Err(RuntimeError::Limit {
+                limit: format!("CPU quota {cpus}"),
+                reason: "give a positive number of cores, e.g. 0.5 for half a core".to_owned(),
+            });
+        }
+        let live = &self.shared.usage.live;
+        if let Some(bytes) = memory_bytes {
+            live.set_memory(bytes);
+        }
+        if let Some(cpus) = cpus {
+            if cpus < 1.0
+                && let Some(meter) = &self.shared.meter
+            {
+                meter.make_precise();
+            }
+            live.set_cpus(cpus);
+        }
+        Ok(())
+    }
+
     /// What the sandbox uses now.
     pub fn stats(&self) -> SandboxStats {
         let usage = &self.shared.usage;
@@ -556,7 +602,7 @@ fn finish<W>(outcome: Outcome, store: &Store<GuestState<W>>, limits: &Limits) ->
             if let Some(exit) = error.downcast_ref::<I32Exit>() {
                 ExitStatus::exited(exit.0)
             } else if let (Some(requested), Some(limit)) =
-                (state.memory_refused(), limits.memory_bytes)
+                (state.memory_refused(), state.memory_limit())
             {
                 ExitStatus::ended(EXIT_KILLED, ExitReason::OomKilled { limit, requested })
             } else if let Some(entry) = error.downcast_ref::<EntryError>() {

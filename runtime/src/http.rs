@@ -716,7 +716,6 @@ impl HttpHandler {
             }
         };
         let pre = inner.pre.clone();
-        let limit = inner.limits.memory_bytes;
         let meter = store.data().cpu_meter();
         let usage = inner.usage.clone();
         let guest = async move {
@@ -729,7 +728,8 @@ impl HttpHandler {
             }
             .await;
             if result.is_ok()
-                && let (Some(requested), Some(limit)) = (store.data().memory_refused(), limit)
+                && let (Some(requested), Some(limit)) =
+                    (store.data().memory_refused(), store.data().memory_limit())
             {
                 tracing::warn!(
                     "request hit its memory limit of {} (a growth to {} was refused)",
@@ -740,7 +740,11 @@ impl HttpHandler {
             if let Some(meter) = store.data().cpu_meter() {
                 Usage::add(&usage.cpu_nanos, meter.used_in_poll());
             }
-            result.map_err(|error| (error, store.data().memory_refused()))
+            let oom = store
+                .data()
+                .memory_refused()
+                .zip(store.data().memory_limit());
+            result.map_err(|error| (error, oom))
         };
         let guest = crate::limits::Metered::new(guest, meter);
         // The guest runs inline on this connection's task until it sets the
@@ -783,9 +787,9 @@ impl HttpHandler {
                     None => guest.await,
                 };
                 match result {
-                    Err((error, refused)) => {
-                        match (refused, limit) {
-                            (Some(requested), Some(limit)) => tracing::error!(
+                    Err((error, oom)) => {
+                        match oom {
+                            Some((requested, limit)) => tracing::error!(
                                 "request OOMKilled: the memory limit of {} was reached (needed {})",
                                 format_bytes(limit),
                                 format_bytes(requested)

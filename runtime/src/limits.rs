@@ -12,10 +12,14 @@
 //!   back under its share of one core. It never kills. It charges the CPU
 //!   time a `CpuMeter` measured around the sandbox's polls, so host calls
 //!   count as much as wasm.
+//! - `LiveLimits` holds the limits changed while a sandbox runs
+//!   ([`crate::SandboxHandle::update_limits`], cgroups' writes to
+//!   `memory.max` and `cpu.max`): the limiter reads the cap at each growth,
+//!   the throttle the quota at each epoch tick.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -79,6 +83,43 @@ pub(crate) struct Usage {
     pub(crate) cpu_nanos: AtomicU64,
     /// Nanoseconds guests were held back by their CPU quota.
     pub(crate) throttled_nanos: AtomicU64,
+    /// Limits changed since the sandbox started.
+    pub(crate) live: LiveLimits,
+}
+
+/// Limits set while a sandbox runs. Once set, they replace the ones its
+/// stores were created with; each is read where it is enforced, so a
+/// change takes effect at the guest's next growth or epoch tick.
+#[derive(Debug, Default)]
+pub(crate) struct LiveLimits {
+    /// The memory cap in bytes; 0 while none was set (a cap of 0 bytes is
+    /// refused before it gets here).
+    memory: AtomicU64,
+    /// The CPU quota in cores, as `f64` bits; 0 (0.0) while none was set.
+    cpus: AtomicU64,
+}
+
+impl LiveLimits {
+    /// Sets the memory cap (`u64::MAX`: none). `bytes` must not be 0.
+    pub(crate) fn set_memory(&self, bytes: u64) {
+        self.memory.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Sets the CPU quota (a whole core or more: none). `cpus` must be
+    /// positive.
+    pub(crate) fn set_cpus(&self, cpus: f64) {
+        self.cpus.store(cpus.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The memory cap set while running, if one was.
+    pub(crate) fn memory(&self) -> Option<u64> {
+        Some(self.memory.load(Ordering::Relaxed)).filter(|bytes| *bytes != 0)
+    }
+
+    /// The CPU quota set while running, if one was.
+    pub(crate) fn cpus(&self) -> Option<f64> {
+        Some(f64::from_bits(self.cpus.load(Ordering::Relaxed))).filter(|cpus| *cpus > 0.0)
+    }
 }
 
 impl Usage {
@@ -139,6 +180,14 @@ impl MemoryLimiter {
         self.refused
     }
 
+    /// The cap in force: one set while running replaces the first.
+    pub fn limit(&self) -> Option<u64> {
+        self.usage
+            .as_ref()
+            .and_then(|usage| usage.live.memory())
+            .or(self.limit)
+    }
+
     /// Charges `bytes` of host memory that no growth reports (the
     /// program's instances, see [`crate::footprint`]); false, and
     /// remembered as refused, when that is over the limit.
@@ -149,7 +198,9 @@ impl MemoryLimiter {
     fn grow(&mut self, current: u64, desired: u64) -> bool {
         let delta = desired.saturating_sub(current);
         let wanted = self.used.saturating_add(delta);
-        match self.limit {
+        // A cap lowered below what is used takes nothing back (linear
+        // memory cannot shrink): every further growth is refused.
+        match self.limit() {
             Some(limit) if wanted > limit => {
                 self.refused.get_or_insert(wanted);
                 false
@@ -245,11 +296,43 @@ impl CpuThrottle {
         self.cpus < 1.0
     }
 
+    /// Applies a quota of `cpus` set while the guest runs to `throttle`:
+    /// retuned in place (its credit capped at the new burst), or created,
+    /// charging only the CPU time used from `cpu_used` on. Nothing changes
+    /// when the quota already is `cpus`.
+    pub fn retune(
+        throttle: &mut Option<CpuThrottle>,
+        cpus: f64,
+        now: Instant,
+        cpu_used: impl FnOnce() -> Duration,
+    ) {
+        match throttle {
+            Some(throttle) if throttle.cpus != cpus => {
+                throttle.cpus = cpus;
+                throttle.burst = Self::PERIOD.as_secs_f64() * cpus;
+                throttle.credit = throttle.credit.min(throttle.burst);
+            }
+            Some(_) => {}
+            None if cpus < 1.0 => {
+                *throttle = Some(CpuThrottle {
+                    charged: cpu_used(),
+                    ..CpuThrottle::new(cpus, now)
+                });
+            }
+            None => {}
+        }
+    }
+
     /// Charges the guest up to `cpu_used` (its total CPU time so far) and
     /// returns how long it must now sleep, if at all.
     pub fn on_tick(&mut self, now: Instant, cpu_used: Duration) -> Option<Duration> {
         let used = cpu_used.saturating_sub(self.charged).as_secs_f64();
         self.charged = self.charged.max(cpu_used);
+        if !self.is_limiting() {
+            // A quota raised to a whole core while running.
+            self.credited_until = self.credited_until.max(now);
+            return None;
+        }
         let earned = now
             .saturating_duration_since(self.credited_until)
             .as_secs_f64()
@@ -298,8 +381,12 @@ pub(crate) struct CpuMeter {
     /// With [`CpuClock::Process`], the process's CPU time when the meter
     /// was made.
     process_origin: Option<Duration>,
-    /// Whether the thread CPU clock is read (else wall time in polls).
-    precise: bool,
+    /// Whether the thread CPU clock is read (else wall time in polls);
+    /// a quota set while running turns it on.
+    precise: AtomicBool,
+    /// Which clock the poll in progress started on: a switch in the middle
+    /// of a poll applies from the next.
+    poll_precise: AtomicBool,
 }
 
 impl Default for CpuMeter {
@@ -319,7 +406,8 @@ impl CpuMeter {
                 CpuClock::Sandbox => None,
                 CpuClock::Process => process_cpu_time(),
             },
-            precise: true,
+            precise: AtomicBool::new(true),
+            poll_precise: AtomicBool::new(true),
         }
     }
 
@@ -328,14 +416,21 @@ impl CpuMeter {
     pub fn estimating() -> Self {
         CpuMeter {
             process_origin: None,
-            precise: false,
+            precise: AtomicBool::new(false),
+            poll_precise: AtomicBool::new(false),
             ..CpuMeter::new(CpuClock::Sandbox)
         }
     }
 
-    /// The current thread's clock, in nanoseconds.
-    fn thread_clock(&self) -> u64 {
-        let now = if self.precise {
+    /// Reads the thread CPU clock from the next poll on (a quota needs it).
+    pub fn make_precise(&self) {
+        self.precise.store(true, Ordering::Relaxed);
+    }
+
+    /// The current thread's clock, in nanoseconds: the CPU clock when
+    /// `precise`, else wall time since the meter was made.
+    fn thread_clock(&self, precise: bool) -> u64 {
+        let now = if precise {
             thread_cpu_time().unwrap_or_else(|| self.origin.elapsed())
         } else {
             self.origin.elapsed()
@@ -344,13 +439,20 @@ impl CpuMeter {
     }
 
     fn poll_started(&self) {
+        let precise = self.precise.load(Ordering::Relaxed);
+        self.poll_precise.store(precise, Ordering::Relaxed);
         self.poll_start
-            .store(self.thread_clock(), Ordering::Relaxed);
+            .store(self.thread_clock(precise), Ordering::Relaxed);
+    }
+
+    /// The clock of the poll in progress, in nanoseconds.
+    fn poll_clock(&self) -> u64 {
+        self.thread_clock(self.poll_precise.load(Ordering::Relaxed))
     }
 
     fn poll_ended(&self) {
         let spent = self
-            .thread_clock()
+            .poll_clock()
             .saturating_sub(self.poll_start.load(Ordering::Relaxed));
         self.used.fetch_add(spent, Ordering::Relaxed);
     }
@@ -364,7 +466,7 @@ impl CpuMeter {
             return now.saturating_sub(origin);
         }
         let current = self
-            .thread_clock()
+            .poll_clock()
             .saturating_sub(self.poll_start.load(Ordering::Relaxed));
         Duration::from_nanos(self.used.load(Ordering::Relaxed).saturating_add(current))
     }
@@ -564,6 +666,53 @@ mod tests {
         assert!(
             used >= Duration::from_millis(40) && used < Duration::from_millis(45),
             "charged {used:?} for 40 ms of CPU and 50 ms of sleep"
+        );
+    }
+
+    #[test]
+    fn a_quota_set_while_running_charges_only_what_follows() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let mut throttle = None;
+        CpuThrottle::retune(&mut throttle, 2.0, start, || ms(500));
+        assert!(throttle.is_none(), "a whole core or more needs no throttle");
+        // The 500 ms used before the quota was set are not charged.
+        CpuThrottle::retune(&mut throttle, 0.25, start, || ms(500));
+        let pause = throttle
+            .as_mut()
+            .and_then(|throttle| throttle.on_tick(start + ms(10), ms(510)));
+        assert_eq!(pause.map(|pause| pause.as_millis()), Some(30));
+        // Lifted to a whole core: it never pauses again.
+        CpuThrottle::retune(&mut throttle, 1.0, start + ms(40), || ms(510));
+        let pause = throttle
+            .as_mut()
+            .and_then(|throttle| throttle.on_tick(start + ms(50), ms(520)));
+        assert_eq!(pause, None);
+        assert_eq!(
+            throttle.map(|throttle| throttle.throttled_time()),
+            Some(ms(30))
+        );
+    }
+
+    #[test]
+    fn a_memory_cap_set_while_running_replaces_the_first() {
+        let usage = Arc::new(Usage::default());
+        let mut limiter = MemoryLimiter::new(Some(4 * 65536)).reporting_to(usage.clone());
+        assert!(limiter.memory_growing(0, 3 * 65536, None).unwrap_or(false));
+        usage.live.set_memory(2 * 65536);
+        // Lowered below use: nothing is taken back, no growth is allowed.
+        assert_eq!(usage.memory.load(Ordering::Relaxed), 3 * 65536);
+        assert!(
+            !limiter
+                .memory_growing(3 * 65536, 3 * 65536 + 1, None)
+                .unwrap_or(true)
+        );
+        assert_eq!(limiter.limit(), Some(2 * 65536));
+        usage.live.set_memory(u64::MAX);
+        assert!(
+            limiter
+                .memory_growing(3 * 65536, 64 * 65536, None)
+                .unwrap_or(false)
         );
     }
 

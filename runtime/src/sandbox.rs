@@ -41,6 +41,11 @@ impl<W> GuestState<W> {
         self.memory.refused_request()
     }
 
+    /// The memory cap in force (it may have changed while running).
+    pub(crate) fn memory_limit(&self) -> Option<u64> {
+        self.memory.limit()
+    }
+
     /// The meter that charges this store's CPU, if it has one. The future
     /// that runs the guest must be wrapped in a [`crate::limits::Metered`]
     /// with it.
@@ -246,8 +251,11 @@ pub(crate) fn new_store<W: Send + 'static>(
     usage: Arc<Usage>,
     meter: Option<Arc<CpuMeter>>,
 ) -> Store<GuestState<W>> {
-    let throttle = limits
-        .cpus
+    // A server's new requests take the quota set while it runs.
+    let throttle = usage
+        .live
+        .cpus()
+        .or(limits.cpus)
         .map(|cpus| CpuThrottle::new(cpus, Instant::now()))
         .filter(CpuThrottle::is_limiting);
     let meter = match (&throttle, meter) {
@@ -292,6 +300,9 @@ fn on_epoch_tick<W>(
     let now = Instant::now();
     if state.deadline.is_some_and(|deadline| now >= deadline) {
         return Ok(UpdateDeadline::Yield(1));
+    }
+    if let (Some(cpus), Some(meter)) = (state.usage.live.cpus(), &state.meter) {
+        CpuThrottle::retune(&mut state.throttle, cpus, now, || meter.used_in_poll());
     }
     let used = match &state.meter {
         Some(meter) if state.throttle.is_some() => meter.used_in_poll(),

@@ -421,3 +421,148 @@ fn a_sandbox_whose_tokio_runtime_shut_down_reads_as_killed() {
     assert_eq!(handle.try_wait(), Some(status));
     drop(writer);
 }
+
+/// Grows to 16 pages, then 16 more for each byte read from stdin.
+const GROW_ON_EACH_BYTE: &str = include_str!("guests/grow-on-each-byte.wat");
+
+/// Starts [`GROW_ON_EACH_BYTE`] with `limits` and waits (bounded) until it
+/// has grown to 16 pages and blocks on stdin; returns its handle, its
+/// stdin and the bytes it is charged then.
+async fn grown_and_waiting(
+    runtime: &berth_runtime::Runtime,
+    program: &berth_runtime::Program,
+    limits: Limits,
+) -> (berth_runtime::SandboxHandle, tokio::io::DuplexStream, u64) {
+    let (reader, writer) = tokio::io::duplex(64);
+    let handle = runtime
+        .start(
+            program,
+            SandboxSpec {
+                stdin: Stdin::Reader(Box::new(reader)),
+                ..spec(limits)
+            },
+        )
+        .expect("starts");
+    let grown = program.footprint().bytes + 16 * 65536;
+    let started = Instant::now();
+    while handle.stats().memory_bytes < grown && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(handle.stats().memory_bytes, grown, "{:?}", handle.stats());
+    assert!(handle.try_wait().is_none(), "blocked on stdin");
+    (handle, writer, grown)
+}
+
+/// Lets the guest read one byte (one growth) and end stdin; its end,
+/// bounded.
+async fn feed_and_wait(
+    handle: &berth_runtime::SandboxHandle,
+    mut writer: tokio::io::DuplexStream,
+) -> berth_runtime::ExitStatus {
+    use tokio::io::AsyncWriteExt;
+    // A write to a guest that already ended fails; its status says why.
+    let _ = writer.write_all(b"g").await;
+    let _ = writer.shutdown().await;
+    let status = tokio::time::timeout(Duration::from_secs(10), handle.wait())
+        .await
+        .expect("the guest ends once stdin has data and ends");
+    drop(writer);
+    status
+}
+
+#[test]
+fn a_memory_cap_changed_while_running_bounds_the_next_growth() {
+    let runtime = runtime();
+    let program = load(&runtime, GROW_ON_EACH_BYTE);
+    multi_thread().block_on(async {
+        // Lowered below what it uses: it keeps its memory, but its next
+        // growth is refused and it is OOM-killed with the new cap.
+        let (handle, writer, grown) =
+            grown_and_waiting(&runtime, &program, Limits::default()).await;
+        let lowered = grown - 65536;
+        handle
+            .update_limits(Some(lowered), None)
+            .expect("a lower cap");
+        assert_eq!(handle.stats().memory_bytes, grown, "nothing is taken back");
+        let status = feed_and_wait(&handle, writer).await;
+        assert_eq!(status.code, EXIT_KILLED, "{status:?}");
+        assert_eq!(
+            status.reason,
+            ExitReason::OomKilled {
+                limit: lowered,
+                requested: grown + 16 * 65536
+            }
+        );
+
+        // At its cap, the next growth fails, unless the cap is raised.
+        let capped = Limits {
+            memory_bytes: Some(program.footprint().bytes + 16 * 65536),
+            ..Limits::default()
+        };
+        let (handle, writer, _) = grown_and_waiting(&runtime, &program, capped.clone()).await;
+        let status = feed_and_wait(&handle, writer).await;
+        assert!(status.oom_killed(), "{status:?}");
+        let (handle, writer, grown) = grown_and_waiting(&runtime, &program, capped).await;
+        handle
+            .update_limits(Some(grown + 64 * 65536), None)
+            .expect("a higher cap");
+        let status = feed_and_wait(&handle, writer).await;
+        assert_eq!(status.code, 0, "{status:?}");
+        assert_eq!(handle.stats().peak_memory_bytes, grown + 16 * 65536);
+
+        // Caps that cannot be are refused, naming the value.
+        let error = handle
+            .update_limits(Some(0), None)
+            .expect_err("0 bytes")
+            .to_string();
+        assert!(error.contains("memory limit 0"), "{error}");
+        for cpus in [0.0, -1.0, f64::NAN] {
+            let error = handle
+                .update_limits(None, Some(cpus))
+                .expect_err("not a quota")
+                .to_string();
+            assert!(error.contains(&format!("CPU quota {cpus}")), "{error}");
+        }
+    });
+}
+
+#[test]
+fn a_cpu_quota_set_while_running_throttles_and_lifting_it_stops_that() {
+    let runtime = runtime();
+    let program = load(&runtime, SPIN);
+    multi_thread().block_on(async {
+        let handle = runtime
+            .start(&program, spec(Limits::default()))
+            .expect("starts");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(handle.stats().throttled, Duration::ZERO);
+        handle.update_limits(None, Some(0.1)).expect("a quota");
+        let started = Instant::now();
+        while handle.stats().throttled < Duration::from_millis(200)
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let before = handle.stats();
+        assert!(before.throttled >= Duration::from_millis(200), "{before:?}");
+        // A tenth of a core: over a second, well under half a second of
+        // CPU (a burst of one period at most on top).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = handle.stats();
+        let used = after.cpu_time.saturating_sub(before.cpu_time);
+        assert!(used < Duration::from_millis(500), "{before:?} {after:?}");
+
+        // A whole core lifts it: no more time is spent throttled once the
+        // pause in progress (at most a few periods) is over.
+        handle.update_limits(None, Some(1.0)).expect("lifted");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let lifted = handle.stats().throttled;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(handle.stats().throttled, lifted);
+        handle.kill(KillMode::Immediate);
+        let status = tokio::time::timeout(Duration::from_secs(10), handle.wait())
+            .await
+            .expect("killed");
+        assert_eq!(status.code, EXIT_KILLED);
+    });
+}

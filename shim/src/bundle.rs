@@ -4,12 +4,18 @@
 //!
 //! The program is `process.args[0]`: an absolute path to a `.wasm` inside
 //! the root filesystem (`PATH#EXPORT` calls an export), resolved as an
-//! image's ENTRYPOINT is. The root filesystem is granted read-only at `/`,
-//! bind mounts of directories become grants, `process.env` and
+//! image's ENTRYPOINT is. The root filesystem is granted at `/`, read-only
+//! unless `root.readonly` is `false` (containerd and CRI write the field
+//! only when it is true, so their containers get a read-only root);
+//! bind mounts of directories become grants (of single files, which WASI
+//! cannot grant, are refused, except the ones CRI adds to every
+//! container, see [`RUNTIME_FILES`]); `process.env` and
 //! `process.cwd` apply, a wasi:http component is served on `BERTH_LISTEN`
 //! from its environment (default `0.0.0.0:8080`),
 //! `linux.resources.memory.limit` is the memory cap and
-//! `cpu.quota / cpu.period` the CPU quota. Everything else in the spec
+//! `cpu.quota / cpu.period` the CPU quota, and the same fields of a task
+//! Update change them while the task runs ([`limits_update`]). Everything
+//! else in the spec
 //! (namespaces, capabilities, device rules) concerns Linux processes,
 //! which berth does not start.
 
@@ -75,10 +81,52 @@ pub enum BundleError {
         /// The operating system's error.
         error: std::io::Error,
     },
+    /// A bind mount's source is a single file: WASI grants directories.
+    #[error(
+        "cannot grant the bind mount of the file {host} at {guest}: berth grants directories only (WASI has no file grants); bind the directory that holds it instead"
+    )]
+    FileMount {
+        /// The file on the host.
+        host: String,
+        /// Where the spec mounts it.
+        guest: String,
+    },
+    /// A bind mount's source cannot be used.
+    #[error("cannot grant the bind mount of {host} at {guest}: {error}")]
+    MountSource {
+        /// The source on the host.
+        host: String,
+        /// Where the spec mounts it.
+        guest: String,
+        /// The operating system's error.
+        error: std::io::Error,
+    },
+    /// A task Update's resources are not Linux resources in JSON.
+    #[error(
+        "cannot read the resources of the update ({type_url}): {message}; berth takes the OCI runtime spec's LinuxResources"
+    )]
+    Resources {
+        /// The type the update says it carries.
+        type_url: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A setting of the spec cannot be used.
     #[error(transparent)]
     Flag(#[from] FlagError),
 }
+
+/// Files CRI and kubelet bind into every container: a resolver's
+/// configuration and the hosts file (a guest resolves no names through
+/// them), the pod's hostname, and where kubelet reads a termination
+/// message. WASI cannot grant single files, and refusing these would
+/// refuse every pod, so they are left out.
+pub const RUNTIME_FILES: [&str; 4] = [
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    "/dev/termination-log",
+];
 
 /// What containerd asks to run, as berth runs it.
 #[derive(Debug)]
@@ -204,24 +252,32 @@ pub fn from_spec(spec: &Spec, rootfs: &Path) -> Result<Bundle, BundleError> {
     container.mounts.push(MountSpec {
         host: rootfs.to_path_buf(),
         guest: "/".to_owned(),
-        read_only: true,
+        read_only: spec.root().as_ref().and_then(|root| root.readonly()) != Some(false),
     });
     for mount in spec.mounts().as_deref().unwrap_or_default() {
         let options = mount.options().as_deref().unwrap_or_default();
         let is_bind = mount.typ().as_deref() == Some("bind")
             || options.iter().any(|o| o == "bind" || o == "rbind");
-        let Some(source) = mount.source() else {
+        let Some(source) = mount.source().as_ref().filter(|_| is_bind) else {
             continue;
         };
-        // File binds (CRI's /etc/hosts, /etc/resolv.conf) have no meaning
-        // for a guest that resolves no names through them; berth grants
-        // directories only.
-        if !is_bind || !source.is_dir() {
-            continue;
-        }
         let guest = mount.destination().to_string_lossy();
         if guest == "/" {
             continue;
+        }
+        let metadata = std::fs::metadata(source).map_err(|error| BundleError::MountSource {
+            host: source.display().to_string(),
+            guest: guest.clone().into_owned(),
+            error,
+        })?;
+        if !metadata.is_dir() {
+            if RUNTIME_FILES.contains(&guest.as_ref()) {
+                continue;
+            }
+            return Err(BundleError::FileMount {
+                host: source.display().to_string(),
+                guest: guest.into_owned(),
+            });
         }
         container.mounts.push(MountSpec {
             host: source.clone(),
@@ -251,6 +307,75 @@ pub fn from_spec(spec: &Spec, rootfs: &Path) -> Result<Bundle, BundleError> {
         spec: container,
         program: guest,
     })
+}
+
+/// containerd's type for the resources of a task Update: the OCI runtime
+/// spec's `LinuxResources`, encoded as JSON.
+const LINUX_RESOURCES: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+
+/// The cgroup CPU period when a spec gives none (`cpu.cfs_period_us`).
+const DEFAULT_CPU_PERIOD: u64 = 100_000;
+
+/// New limits for a running task, as [`berth_runtime::SandboxHandle::update_limits`]
+/// takes them: `None` keeps a limit, `u64::MAX` and a quota of a whole
+/// core or more lift one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LimitsUpdate {
+    /// The new memory cap in bytes.
+    pub memory_bytes: Option<u64>,
+    /// The new CPU quota in cores.
+    pub cpus: Option<f64>,
+}
+
+/// The limits a task Update's `resources` (type `type_url`) ask for. As
+/// runc reads them: a memory limit or CPU quota of -1 lifts it, 0 or none
+/// keeps it; a quota without a period is over `period`, the task's own
+/// (from its bundle), else the cgroup default of 100 ms.
+pub fn limits_update(
+    type_url: &str,
+    resources: &[u8],
+    period: Option<u64>,
+) -> Result<LimitsUpdate, BundleError> {
+    let refused = |message: String| BundleError::Resources {
+        type_url: type_url.to_owned(),
+        message,
+    };
+    if type_url.trim_start_matches('/') != LINUX_RESOURCES {
+        return Err(refused(format!("expected {LINUX_RESOURCES}")));
+    }
+    let resources: oci_spec::runtime::LinuxResources =
+        serde_json::from_slice(resources).map_err(|error| refused(error.to_string()))?;
+    let memory_bytes = resources
+        .memory()
+        .as_ref()
+        .and_then(|memory| memory.limit())
+        .and_then(|limit| match limit {
+            -1 => Some(u64::MAX),
+            limit => u64::try_from(limit).ok().filter(|limit| *limit > 0),
+        });
+    let cpus = resources.cpu().as_ref().and_then(|cpu| {
+        let quota = cpu.quota()?;
+        if quota == -1 {
+            return Some(f64::INFINITY);
+        }
+        let quota = u64::try_from(quota).ok().filter(|quota| *quota > 0)?;
+        let period = cpu
+            .period()
+            .or(period)
+            .filter(|period| *period > 0)
+            .unwrap_or(DEFAULT_CPU_PERIOD);
+        Some(quota as f64 / period as f64)
+    });
+    Ok(LimitsUpdate { memory_bytes, cpus })
+}
+
+/// The CPU period `spec` sets, if any.
+pub fn cpu_period(spec: &Spec) -> Option<u64> {
+    spec.linux()
+        .as_ref()
+        .and_then(|linux| linux.resources().as_ref())
+        .and_then(|resources| resources.cpu().as_ref())
+        .and_then(|cpu| cpu.period())
 }
 
 /// Splits `PATH#EXPORT` into the path and the export, unless the whole
@@ -342,6 +467,149 @@ mod tests {
                 (data.path().to_path_buf(), "/data", true)
             ]
         );
+    }
+
+    /// The spec of `/app/hello.wasm` with `root` and `mounts`.
+    fn with_root_and_mounts(root: serde_json::Value, mounts: serde_json::Value) -> Spec {
+        spec(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": root,
+            "process": {"args": ["/app/hello.wasm"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "mounts": mounts,
+        }))
+    }
+
+    #[test]
+    fn the_root_filesystem_is_read_only_unless_the_spec_says_false() {
+        let root = rootfs();
+        for (readonly, expected) in [
+            (serde_json::json!(null), true),
+            (serde_json::json!(true), true),
+            (serde_json::json!(false), false),
+        ] {
+            let mut root_field = serde_json::json!({"path": "rootfs"});
+            if !readonly.is_null() {
+                root_field["readonly"] = readonly.clone();
+            }
+            let bundle = from_spec(
+                &with_root_and_mounts(root_field, serde_json::json!([])),
+                root.path(),
+            )
+            .expect("bundle");
+            let mount = &bundle.spec.mounts[0];
+            assert_eq!(mount.guest, "/");
+            assert_eq!(mount.read_only, expected, "readonly: {readonly}");
+        }
+    }
+
+    #[test]
+    fn a_file_bind_is_refused_naming_it_unless_cri_adds_it_to_every_container() {
+        let root = rootfs();
+        let host = tempfile::tempdir().expect("host dir");
+        let file = host.path().join("app.toml");
+        std::fs::write(&file, "x = 1\n").expect("write");
+        let bind = |source: &Path, destination: &str| serde_json::json!({"destination": destination, "type": "bind", "source": source, "options": ["rbind", "ro"]});
+        let load = |mounts: serde_json::Value| {
+            from_spec(
+                &with_root_and_mounts(serde_json::json!({"path": "rootfs"}), mounts),
+                root.path(),
+            )
+        };
+
+        let error = load(serde_json::json!([bind(&file, "/etc/app.toml")]))
+            .expect_err("a file bind")
+            .to_string();
+        assert!(
+            error.contains(&file.display().to_string())
+                && error.contains("/etc/app.toml")
+                && error.contains("directories only"),
+            "{error}"
+        );
+
+        let missing = host.path().join("missing");
+        let error = load(serde_json::json!([bind(&missing, "/data")]))
+            .expect_err("a missing source")
+            .to_string();
+        assert!(
+            error.contains(&missing.display().to_string()) && error.contains("/data"),
+            "{error}"
+        );
+
+        // CRI's own files are left out; directories beside them granted.
+        let mut mounts: Vec<_> = RUNTIME_FILES
+            .iter()
+            .map(|guest| bind(&file, guest))
+            .collect();
+        mounts.push(bind(host.path(), "/config"));
+        let bundle = load(serde_json::Value::Array(mounts)).expect("CRI's files");
+        let guests: Vec<_> = bundle
+            .spec
+            .mounts
+            .iter()
+            .map(|m| m.guest.as_str())
+            .collect();
+        assert_eq!(guests, ["/", "/config"]);
+    }
+
+    #[test]
+    fn an_update_changes_the_limits_it_names_and_lifts_those_at_minus_one() {
+        let update = |json: serde_json::Value, period: Option<u64>| {
+            limits_update(LINUX_RESOURCES, json.to_string().as_bytes(), period).expect("update")
+        };
+        assert_eq!(
+            update(
+                serde_json::json!({"memory": {"limit": 33554432}, "cpu": {"quota": 20000, "period": 100000}}),
+                None
+            ),
+            LimitsUpdate {
+                memory_bytes: Some(32 << 20),
+                cpus: Some(0.2)
+            }
+        );
+        // Only the quota: over the task's own period, else 100 ms.
+        assert_eq!(
+            update(serde_json::json!({"cpu": {"quota": 25000}}), Some(50_000)).cpus,
+            Some(0.5)
+        );
+        assert_eq!(
+            update(serde_json::json!({"cpu": {"quota": 25000}}), None).cpus,
+            Some(0.25)
+        );
+        assert_eq!(
+            update(
+                serde_json::json!({"memory": {"limit": -1}, "cpu": {"quota": -1}}),
+                None
+            ),
+            LimitsUpdate {
+                memory_bytes: Some(u64::MAX),
+                cpus: Some(f64::INFINITY)
+            }
+        );
+        assert_eq!(
+            update(
+                serde_json::json!({"memory": {"limit": 0}, "pids": {"limit": 5}}),
+                None
+            ),
+            LimitsUpdate {
+                memory_bytes: None,
+                cpus: None
+            }
+        );
+        let error = limits_update(
+            "types.containerd.io/opencontainers/runtime-spec/1/WindowsResources",
+            b"{}",
+            None,
+        )
+        .expect_err("not Linux resources")
+        .to_string();
+        assert!(
+            error.contains("WindowsResources") && error.contains("LinuxResources"),
+            "{error}"
+        );
+        let error = limits_update(LINUX_RESOURCES, b"{\"memory\": 5", None)
+            .expect_err("not JSON")
+            .to_string();
+        assert!(error.contains("cannot read the resources"), "{error}");
     }
 
     #[test]

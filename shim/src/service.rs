@@ -13,8 +13,9 @@
 //! Containers of one pod (CRI's `io.kubernetes.cri.sandbox-id`) share one
 //! shim process; the pod's pause container is a placeholder task that runs
 //! until it is killed. CloseIO has nothing to do (stdin ends when containerd
-//! closes its FIFO); Update, Exec, Pause, Resume and Checkpoint answer that
-//! berth does not support them.
+//! closes its FIFO). Update changes a task's memory cap and CPU quota,
+//! live once it runs. Exec, Pause, Resume and Checkpoint answer that berth
+//! does not support them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -325,6 +326,12 @@ fn open<T>(
     fifo(Path::new(path)).map_err(|error| format!("cannot open the stdio FIFO {path}: {error}"))
 }
 
+/// Whether a shim answers on the socket at `address` (`unix://PATH`).
+fn serving(address: &str) -> bool {
+    let path = address.strip_prefix("unix://").unwrap_or(address);
+    std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
 fn exit_code(status: &ExitStatus) -> u32 {
     u32::try_from(status.code).unwrap_or(EXIT_KILLED as u32)
 }
@@ -345,7 +352,15 @@ impl Shim for Service {
             .and_then(|spec| bundle::pod_id(&spec).map(str::to_owned))
             .unwrap_or_else(|| opts.id.clone());
         let legacy = opts.containerd_version.is_empty();
-        let address = spawn(opts, &grouping, Vec::new()).await?;
+        // A pod's later containers join the shim already serving it, as
+        // runc's shim does: no second server process is started only to
+        // find the socket taken.
+        let existing = opts.socket_address(&grouping);
+        let address = if grouping != opts.id && serving(&existing) {
+            existing
+        } else {
+            spawn(opts, &grouping, Vec::new()).await?
+        };
         if let Err(error) = std::fs::write("address", &address) {
             log::warn!("cannot write the shim address to the bundle: {error}");
         }
@@ -720,9 +735,52 @@ impl Task for Service {
     async fn update(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::UpdateTaskRequest,
+        req: api::UpdateTaskRequest,
     ) -> TtrpcResult<api::Empty> {
-        Err(unsupported("changing a running task's limits"))
+        let bundle_dir = lock(&self.inner.tasks)
+            .get(&req.id)
+            .ok_or_else(|| not_found(&req.id))?
+            .bundle
+            .clone();
+        let period = bundle::read_spec(&bundle_dir)
+            .ok()
+            .and_then(|spec| bundle::cpu_period(&spec));
+        let resources = req.resources.as_ref().ok_or_else(|| {
+            status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                "the update names no resources to change",
+            )
+        })?;
+        let update = bundle::limits_update(&resources.type_url, &resources.value, period)
+            .map_err(|error| status(ttrpc::Code::INVALID_ARGUMENT, error.to_string()))?;
+        let mut tasks = lock(&self.inner.tasks);
+        let task = tasks.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
+        if let Some(launched) = &task.launched {
+            let handle = &launched.handle;
+            handle
+                .update_limits(update.memory_bytes, update.cpus)
+                .map_err(|error| status(ttrpc::Code::INVALID_ARGUMENT, error.to_string()))?;
+            let used = handle.stats().memory_bytes;
+            if let Some(cap) = update.memory_bytes.filter(|cap| *cap < used) {
+                log::warn!(
+                    "task {}: memory cap lowered to {cap} bytes, below the {used} it uses: it keeps what it has and every further growth is refused",
+                    req.id
+                );
+            }
+        } else if let Some(prepared) = &mut task.prepared {
+            let limits = &mut prepared.spec.limits;
+            if let Some(bytes) = update.memory_bytes {
+                limits.memory_bytes = Some(bytes).filter(|bytes| *bytes != u64::MAX);
+            }
+            if let Some(cpus) = update.cpus {
+                limits.cpus = Some(cpus).filter(|cpus| cpus.is_finite());
+            }
+        }
+        // A pod's placeholder has no limits to change.
+        if let Some(bytes) = update.memory_bytes {
+            task.memory_limit = Some(bytes).filter(|bytes| *bytes != u64::MAX);
+        }
+        Ok(api::Empty::default())
     }
 
     async fn exec(

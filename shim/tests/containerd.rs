@@ -13,6 +13,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{Containerd, RUNTIME, get, skip_without_containerd, wait_bounded};
@@ -381,4 +382,166 @@ fn a_wasi_http_component_serves_on_berth_listen_and_term_drains_it() {
     // A server stops gracefully: it drains and exits 0.
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(run.stdout.contains("request GET /"), "{run:?}");
+}
+
+/// Sends task `id`'s shim the Update containerd forwards for `resources`
+/// (the OCI LinuxResources, as JSON under containerd's type name) over the
+/// shim's own socket: Debian's ctr 1.6 has no `tasks update` command.
+fn update_task(
+    containerd: &Containerd,
+    id: &str,
+    resources: serde_json::Value,
+) -> Result<(), String> {
+    use containerd_shim::protos::protobuf::MessageField;
+    use containerd_shim::protos::protobuf::well_known_types::any::Any;
+    use containerd_shim::protos::shim_async::TaskClient;
+    use containerd_shim::protos::ttrpc::r#async::Client;
+    let address_file = containerd
+        .dir
+        .path()
+        .join("state/io.containerd.runtime.v2.task")
+        .join(containerd.namespace())
+        .join(id)
+        .join("address");
+    let address = std::fs::read_to_string(&address_file)
+        .unwrap_or_else(|error| panic!("{}: {error}", address_file.display()));
+    let request = containerd_shim::protos::api::UpdateTaskRequest {
+        id: id.to_owned(),
+        resources: MessageField::some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".to_owned(),
+            value: resources.to_string().into_bytes(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    tokio.block_on(async {
+        let client = Client::connect(address.trim())
+            .await
+            .map_err(|error| format!("cannot connect to the shim at {address}: {error}"))?;
+        let context = containerd_shim::protos::ttrpc::context::with_timeout(10_000_000_000);
+        TaskClient::new(client)
+            .update(context, &request)
+            .await
+            .map(|_| ())
+            .map_err(|error| error.to_string())
+    })
+}
+
+/// The number on the line of `ctr tasks metrics ID` that starts with `name`.
+fn metric(containerd: &Containerd, id: &str, name: &str) -> u64 {
+    let metrics = containerd.ctr_ok(&["tasks", "metrics", id]).stdout;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in ctr tasks metrics:\n{metrics}"))
+}
+
+/// The time task `id` was throttled, from `ctr tasks metrics --format
+/// json` (its table leaves it out; a zero is left out of the JSON).
+fn throttled_nanos(containerd: &Containerd, id: &str) -> u64 {
+    let json = containerd
+        .ctr_ok(&["tasks", "metrics", "--format", "json", id])
+        .stdout;
+    let key = "\"throttled_time\":";
+    json.find(key)
+        .and_then(|at| {
+            json[at + key.len()..]
+                .trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_update_changes_a_running_tasks_memory_cap_and_cpu_quota() {
+    if skip_without_containerd() {
+        return;
+    }
+    let containerd = Containerd::start();
+    let fifos = tempfile::tempdir().expect("fifo dir");
+    let fifo_dir = fifos.path().display().to_string();
+    let grow = containerd.import_image(
+        "shimtest/grow:v1",
+        "FROM scratch\nCOPY grow.wasm /grow.wasm\nENTRYPOINT [\"/grow.wasm\"]\n",
+    );
+    // Each run starts with a 2 MiB cap and grows to 1 MiB; `cap` is set
+    // while it waits on stdin, then it reads `bytes` (1 MiB more each).
+    let run = |id: &str, cap: Option<i64>, bytes: &str| {
+        let mut args = containerd.run_args(&grow, id, &fifo_dir);
+        args.splice(2..2, ["--memory-limit", "2097152"]);
+        let mut run = containerd.ctr_command(&args);
+        let mut run = run.stdin(Stdio::piped()).spawn().expect("ctr run");
+        running_pid(&containerd, id);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while metric(&containerd, id, "memory.usage_in_bytes") < 1 << 20 {
+            assert!(Instant::now() < deadline, "{id} never grew to 1 MiB");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Some(cap) = cap {
+            update_task(
+                &containerd,
+                id,
+                serde_json::json!({"memory": {"limit": cap}}),
+            )
+            .expect("update");
+            let limit = metric(&containerd, id, "memory.limit_in_bytes");
+            assert_eq!(limit, u64::try_from(cap).unwrap_or(u64::MAX), "{id}");
+        }
+        {
+            use std::io::Write;
+            let mut stdin = run.stdin.take().expect("stdin");
+            stdin.write_all(bytes.as_bytes()).expect("write stdin");
+        }
+        wait_bounded(run, Duration::from_secs(30), &format!("ctr run {id}"))
+    };
+    // Two more MiB do not fit the first cap...
+    let capped = run("grow-capped", None, "ab");
+    assert_eq!(capped.code, Some(137), "{capped:?}");
+    // ...unless it is raised while the task runs...
+    let raised = run("grow-raised", Some(8 << 20), "ab");
+    assert_eq!(raised.code, Some(0), "{raised:?}\n{}", containerd.log());
+    // ...and one more does not fit once it is lowered below what is used.
+    let lowered = run("grow-lowered", Some(1 << 20), "a");
+    assert_eq!(lowered.code, Some(137), "{lowered:?}");
+
+    // A CPU quota set on a busy task throttles it.
+    let busy = containerd.import_image(
+        "shimtest/busy:v1",
+        "FROM scratch\nCOPY busy.wasm /busy.wasm\nENTRYPOINT [\"/busy.wasm\"]\n",
+    );
+    let args = containerd.run_args(&busy, "busy-quota", &fifo_dir);
+    let run = containerd.ctr_command(&args).spawn().expect("ctr run");
+    running_pid(&containerd, "busy-quota");
+    assert_eq!(throttled_nanos(&containerd, "busy-quota"), 0);
+    update_task(
+        &containerd,
+        "busy-quota",
+        serde_json::json!({"cpu": {"quota": 10000, "period": 100000}}),
+    )
+    .expect("update");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while throttled_nanos(&containerd, "busy-quota") == 0 {
+        assert!(Instant::now() < deadline, "never throttled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // What cannot be applied is refused, naming it.
+    let error = update_task(
+        &containerd,
+        "busy-quota",
+        serde_json::json!({"memory": {"limit": "lots"}}),
+    )
+    .expect_err("not a limit");
+    assert!(error.contains("cannot read the resources"), "{error}");
+    containerd.ctr_ok(&["tasks", "kill", "--signal", "KILL", "busy-quota"]);
+    let run = wait_bounded(run, Duration::from_secs(30), "ctr run busy-quota");
+    assert_eq!(run.code, Some(137), "{run:?}");
 }

@@ -184,6 +184,12 @@ impl Containerd {
         containerd
     }
 
+    /// The containerd namespace `ctr` works in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// containerd's gRPC socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("containerd.sock")
     }
@@ -244,6 +250,9 @@ impl Containerd {
         }
         // A stand-in for the pause image's native binary: never executed.
         std::fs::write(context.join("pause"), PAUSE_STAND_IN).expect("pause");
+        let (grow, _) = berth_runtime::program::to_binary(GROW_ON_EACH_BYTE.as_bytes(), "grow")
+            .expect("the test module compiles");
+        std::fs::write(context.join("grow.wasm"), grow).expect("grow");
         std::fs::write(context.join("Dockerfile"), dockerfile).expect("Dockerfile");
         let store = berth_registry::Store::open(work.path().join("store")).expect("store");
         let mut options = berth_registry::build::BuildOptions::new(&context);
@@ -324,6 +333,10 @@ impl Containerd {
         shims
     }
 }
+
+/// Grows to 1 MiB, then by 1 MiB more for each byte read from stdin
+/// (the runtime's tests use it too); in every test image as `grow.wasm`.
+const GROW_ON_EACH_BYTE: &str = include_str!("../../../runtime/tests/guests/grow-on-each-byte.wat");
 
 /// The first bytes of an ELF executable: what a pause image's native
 /// binary looks like to the shim, which never executes it.
