@@ -184,7 +184,8 @@ fn encode(object: &Object) -> Vec<u8> {
 impl Store {
     /// Opens the store at `path`, creating it if needed.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = db!(redb::Database::create(path))?;
+        let db = redb::Database::create(path)
+            .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))?;
         let txn = db!(db.begin_write())?;
         {
             db!(txn.open_table(OBJECTS))?;

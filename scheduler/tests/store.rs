@@ -174,3 +174,47 @@ fn state_survives_reopening_and_deletes_are_watched() {
         Err(StoreError::NotFound { .. })
     ));
 }
+
+/// A state file that is not a database, and a database with a planted
+/// record that is not an object: each read fails with a message, nothing
+/// panics, and a planted record is never taken for the object.
+#[test]
+fn a_corrupt_state_file_or_a_planted_record_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let garbage = dir.path().join("garbage.redb");
+    std::fs::write(&garbage, vec![0x5a; 64 * 1024]).expect("write");
+    let error = Store::open(&garbage).expect_err("not a database");
+    assert!(error.to_string().contains("garbage.redb"), "{error}");
+
+    let path = dir.path().join("state.redb");
+    drop(Store::open(&path).expect("opens"));
+    {
+        let db = redb::Database::create(&path).expect("opens");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut table = txn
+                .open_table(redb::TableDefinition::<&str, &[u8]>::new("objects"))
+                .expect("table");
+            table
+                .insert(
+                    "Deployment/default/web",
+                    b"{\"kind\": \"Deployment\", \"spec\": 7}".as_slice(),
+                )
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let store = Store::open(&path).expect("reopens");
+    let error = store
+        .get(Kind::Deployment, "default", "web")
+        .expect_err("planted");
+    assert!(
+        error.to_string().contains("unreadable Deployment"),
+        "{error}"
+    );
+    assert!(store.list(Kind::Deployment, None).is_err());
+    assert!(
+        store.apply(objects(WEB)).is_err(),
+        "an apply over it is refused too"
+    );
+}
