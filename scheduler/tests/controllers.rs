@@ -5,27 +5,14 @@
 
 use berth_scheduler::controller::{self, TEMPLATE_HASH_LABEL};
 use berth_scheduler::k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
-use berth_scheduler::{Kind, Object, Store, manifest};
+use berth_scheduler::{Kind, Object, Store};
 
-const WEB: &str = "\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: 'web:1.0'}]}
-";
+mod common;
+
+use common::{WEB, objects};
 
 fn apply(store: &Store, text: &str) {
-    let objects = manifest::parse(text, "test.yaml")
-        .expect("valid")
-        .into_iter()
-        .map(|m| m.object)
-        .collect();
-    store.apply(objects).expect("applies");
+    store.apply(objects(text)).expect("applies");
 }
 
 /// Marks every pod whose image `starts` ready, as a node would once its

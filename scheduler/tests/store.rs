@@ -1,27 +1,10 @@
 //! The desired-state store: bookkeeping as the API server does it, all or
 //! nothing applies, optimistic concurrency, durability and watch order.
 
-use berth_scheduler::{Applied, EventKind, Kind, Object, Store, StoreError, manifest};
+mod common;
 
-fn objects(text: &str) -> Vec<Object> {
-    manifest::parse(text, "test.yaml")
-        .expect("valid manifests")
-        .into_iter()
-        .map(|m| m.object)
-        .collect()
-}
-
-const WEB: &str = "\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: 'web:1.0'}]}
-";
+use berth_scheduler::{Applied, EventKind, Kind, Object, Store, StoreError};
+use common::{WEB, objects};
 
 #[test]
 fn apply_creates_then_reports_unchanged_then_configured_with_bookkeeping() {
