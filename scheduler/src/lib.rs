@@ -8,6 +8,8 @@
 //! its API, and the commands are clients of that API.
 
 pub mod controller;
+pub mod events;
+pub mod kubelet;
 pub mod manifest;
 pub mod object;
 pub mod placement;
@@ -16,6 +18,7 @@ pub mod quantity;
 pub mod store;
 pub mod validate;
 
+pub use events::{EventType, Events};
 pub use manifest::{Manifest, ManifestError};
 pub use object::{Kind, Object};
 pub use placement::{Node, Unschedulable};

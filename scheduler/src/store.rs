@@ -141,6 +141,7 @@ impl EventKind {
 pub struct Store {
     db: redb::Database,
     events: broadcast::Sender<WatchEvent>,
+    recorded: crate::events::Events,
 }
 
 impl std::fmt::Debug for Store {
@@ -193,13 +194,23 @@ impl Store {
         }
         db!(txn.commit())?;
         let (events, _) = broadcast::channel(WATCH_BUFFER);
-        Ok(Store { db, events })
+        Ok(Store {
+            db,
+            events,
+            recorded: crate::events::Events::new(),
+        })
     }
 
     /// A stream of every change committed from now on. A receiver that lags
     /// more than a few thousand changes gets `Lagged` and must list again.
     pub fn watch(&self) -> broadcast::Receiver<WatchEvent> {
         self.events.subscribe()
+    }
+
+    /// The recent events (in memory, not in the database: see
+    /// [`crate::events`]).
+    pub fn events(&self) -> &crate::events::Events {
+        &self.recorded
     }
 
     /// The newest `resourceVersion` (0 for an empty store).
