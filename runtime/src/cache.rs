@@ -36,6 +36,7 @@ use wasmtime::component::Component;
 use crate::RuntimeError;
 use crate::compile::{ChildFailure, CompileIsolation, compile_in_child};
 use crate::program::{Code, WasmKind, compile};
+use crate::sizing::Reservation;
 
 const ENTRY_MAGIC: &[u8; 8] = b"BERTHCW1";
 const HEADER_LEN: usize = ENTRY_MAGIC.len() + 32;
@@ -113,9 +114,11 @@ impl CompileCache {
 
     /// Loads `binary` (whose sha256 is `digest`) from the cache, or
     /// compiles and stores it; also says whether it hit.
+    /// `reservation` is the engine's, for a compile child to compile for.
     pub(crate) fn load_or_compile(
         &self,
         engine: &Engine,
+        reservation: Option<Reservation>,
         binary: &[u8],
         digest: &[u8; 32],
         kind: WasmKind,
@@ -129,7 +132,7 @@ impl CompileCache {
                     fix(&self.dir)
                 );
             }
-            let (program, _) = self.compile_miss(engine, binary, kind, origin)?;
+            let (program, _) = self.compile_miss(engine, reservation, binary, kind, origin)?;
             return Ok((program, CacheOutcome::Untrusted));
         }
         let path = self.entry_path(engine, digest, kind);
@@ -153,7 +156,7 @@ impl CompileCache {
                 tracing::warn!(path = %path.display(), %error, "cannot read compile cache entry")
             }
         }
-        let (program, serialized) = self.compile_miss(engine, binary, kind, origin)?;
+        let (program, serialized) = self.compile_miss(engine, reservation, binary, kind, origin)?;
         match serialized {
             Ok(payload) => {
                 if let Err(error) = self.store(&path, &payload) {
@@ -171,6 +174,7 @@ impl CompileCache {
     fn compile_miss(
         &self,
         engine: &Engine,
+        reservation: Option<Reservation>,
         binary: &[u8],
         kind: WasmKind,
         origin: &str,
@@ -185,7 +189,7 @@ impl CompileCache {
                 (code, serialized)
             }
             CompileIsolation::Child(child) => {
-                let payload = match compile_in_child(child, binary, kind, origin) {
+                let payload = match compile_in_child(child, reservation, binary, kind, origin) {
                     Ok(payload) => payload,
                     Err(ChildFailure::Invalid(reason)) => {
                         return Err(RuntimeError::InvalidWasm {

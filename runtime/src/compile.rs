@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use crate::RuntimeError;
 use crate::program::WasmKind;
 use crate::quantity::format_bytes;
+use crate::sizing::Reservation;
 
 /// How long and how much memory compiling one program may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +80,11 @@ pub enum CompileIsolation {
     Child(ChildCompiler),
 }
 
-const REQUEST_MAGIC: &[u8; 8] = b"BERTHCC1";
+const REQUEST_MAGIC: &[u8; 8] = b"BERTHCC2";
+/// The request header: magic, kind, memory ceiling, and the engine's
+/// memory reservation and guard (so the child compiles for the same
+/// engine settings as the parent's).
+const HEADER_LEN: usize = REQUEST_MAGIC.len() + 1 + 3 * 8;
 /// Child exit code: the input is not valid WebAssembly (reason on stderr).
 const EXIT_INVALID: i32 = 3;
 /// Child exit code: the request was malformed or the engine failed.
@@ -99,9 +104,11 @@ pub(crate) enum ChildFailure {
 }
 
 /// Compiles `binary` in a child process under `child.limits` and returns
-/// the serialized code. The caller must still load it with its engine.
+/// the serialized code, compiled for an engine with `reservation`. The
+/// caller must still load it with its engine.
 pub(crate) fn compile_in_child(
     child: &ChildCompiler,
+    reservation: Option<Reservation>,
     binary: &[u8],
     kind: WasmKind,
     origin: &str,
@@ -126,13 +133,17 @@ pub(crate) fn compile_in_child(
                 child.program.display()
             ))
         })?;
-    let mut request = Vec::with_capacity(REQUEST_MAGIC.len() + 9);
+    let mut request = Vec::with_capacity(HEADER_LEN);
     request.extend_from_slice(REQUEST_MAGIC);
     request.push(match kind {
         WasmKind::Module => 0,
         WasmKind::Component => 1,
     });
     request.extend_from_slice(&limits.memory_bytes.to_le_bytes());
+    // Zero for wasmtime's defaults: no real reservation is empty.
+    let (memory, guard) = reservation.map_or((0, 0), |r| (r.memory, r.guard));
+    request.extend_from_slice(&memory.to_le_bytes());
+    request.extend_from_slice(&guard.to_le_bytes());
     // Written from a thread: a child that dies (or blocks) before reading
     // everything must not hang the parent past the deadline.
     let stdin = process.stdin.take();
@@ -234,16 +245,27 @@ pub(crate) fn compile_in_child(
 /// stdout. Returns the process exit code. A front door's hidden subcommand
 /// calls this and exits with the result; nothing else should.
 pub fn child_main() -> i32 {
-    let mut header = [0u8; REQUEST_MAGIC.len() + 9];
+    let mut header = [0u8; HEADER_LEN];
     let mut stdin = std::io::stdin().lock();
     if stdin.read_exact(&mut header).is_err() || &header[..REQUEST_MAGIC.len()] != REQUEST_MAGIC {
         eprintln!("not a berth compile request: this entry point is started by berth itself");
         return EXIT_FAILED;
     }
     let kind = header[REQUEST_MAGIC.len()];
-    let mut memory = [0u8; 8];
-    memory.copy_from_slice(&header[REQUEST_MAGIC.len() + 1..]);
-    let memory_bytes = u64::from_le_bytes(memory);
+    let field = |index: usize| {
+        let start = REQUEST_MAGIC.len() + 1 + index * 8;
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&header[start..start + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    let memory_bytes = field(0);
+    let reservation = match field(1) {
+        0 => None,
+        memory => Some(Reservation {
+            memory,
+            guard: field(2),
+        }),
+    };
     // The ceiling is set before reading the input, so everything the
     // compiler does from here on counts against it.
     if let Err(error) = limit_data_segment(memory_bytes) {
@@ -255,7 +277,7 @@ pub fn child_main() -> i32 {
         eprintln!("cannot read the program to compile: {error}");
         return EXIT_FAILED;
     }
-    let engine = match wasmtime::Engine::new(&crate::engine::engine_config()) {
+    let engine = match wasmtime::Engine::new(&crate::engine::config_for(reservation)) {
         Ok(engine) => engine,
         Err(error) => {
             eprintln!("cannot create the WebAssembly engine: {error:#}");

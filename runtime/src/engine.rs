@@ -13,6 +13,11 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, OptLevel};
 
+use crate::sizing::{
+    MEMORIES_PER_INSTANCE, Machine, Reservation, TABLES_PER_INSTANCE, command_reservation,
+    pool_layout,
+};
+
 /// How often the epoch advances. CPU throttling, timeouts and kills act at
 /// this granularity: a busy guest runs at most this long between checks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -35,10 +40,47 @@ pub fn engine_config() -> Config {
     config
 }
 
+/// An engine and the sizing it was built with, which programs compiled
+/// elsewhere for it (the compile child) and its handlers must follow.
+pub(crate) struct BuiltEngine {
+    pub(crate) engine: Engine,
+    /// Reservations other than wasmtime's defaults, if the machine needed them.
+    pub(crate) reservation: Option<Reservation>,
+    /// Instances its pool holds at once (`None`: allocated on demand).
+    pub(crate) pool_instances: Option<u32>,
+}
+
+/// The configuration for programs compiled for engines with `reservation`.
+pub(crate) fn config_for(reservation: Option<Reservation>) -> Config {
+    let mut config = engine_config();
+    if let Some(reservation) = reservation {
+        reservation.apply(&mut config);
+    }
+    config
+}
+
 /// An engine with on-demand allocation: for commands, which start one
-/// instance each and should not pay for reserving a pool.
-pub(crate) fn command_engine() -> Result<Engine, crate::RuntimeError> {
-    Engine::new(&engine_config()).map_err(|error| crate::RuntimeError::Engine(format!("{error:#}")))
+/// instance each and should not pay for reserving a pool. Its memories
+/// reserve wasmtime's default 4 GiB each unless `machine` cannot give that
+/// to enough of them ([`crate::sizing::command_reservation`]).
+pub(crate) fn command_engine(machine: &Machine) -> Result<BuiltEngine, crate::RuntimeError> {
+    let reservation = command_reservation(machine);
+    match reservation {
+        Some(reservation) => tracing::info!(
+            memory_reservation = reservation.memory,
+            guard = reservation.guard,
+            address_space = machine.address_space,
+            "command engine: smaller memory reservations to fit this machine's address space"
+        ),
+        None => tracing::debug!("command engine: default memory reservations"),
+    }
+    let engine = Engine::new(&config_for(reservation))
+        .map_err(|error| crate::RuntimeError::Engine(format!("{error:#}")))?;
+    Ok(BuiltEngine {
+        engine,
+        reservation,
+        pool_instances: None,
+    })
 }
 
 /// Bytes of each pooled linear memory kept resident (reset in place rather
@@ -51,7 +93,14 @@ const KEEP_RESIDENT_MEMORY: usize = 1 << 20;
 /// Bytes of each pooled table kept resident between instances.
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
-/// Sizing of a serving engine's instance pool.
+/// Sizing of a serving engine's instance pool: what the caller asks for.
+///
+/// A machine that cannot reserve it (a 39-bit address space, `ulimit -v`,
+/// a device with 1 GiB of RAM) gets a pool that fits instead: smaller
+/// per-memory reservations, fewer instances (a handler then lets no more
+/// requests run at once than its pool holds) and, only when not even one
+/// instance fits, a smaller maximum memory. The sizing chosen is logged at
+/// info once per engine; see docs/edge.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PoolSizing {
     /// Requests that may hold an instance at once.
@@ -72,20 +121,50 @@ impl PoolSizing {
 /// matter of handing out pre-reserved slots, which is what makes a fresh
 /// instance per request cheap.
 ///
-/// The pool reserves address space up front. If this machine cannot give
-/// it (small machines, 39-bit address spaces, `ulimit -v`), berth logs why
-/// and falls back to on-demand allocation instead of refusing to start.
-pub(crate) fn serving_engine(sizing: PoolSizing) -> Result<Engine, crate::RuntimeError> {
-    let instances = sizing.concurrent_instances.clamp(1, 10_000);
+/// The pool reserves address space up front, sized by
+/// [`crate::sizing::pool_layout`] to what `machine` can give (39-bit
+/// address spaces, `ulimit -v`, 1 GiB devices); the sizing is logged at
+/// info. If even that cannot be reserved, berth logs why and falls back to
+/// on-demand allocation instead of refusing to start.
+pub(crate) fn serving_engine(
+    sizing: PoolSizing,
+    machine: &Machine,
+) -> Result<BuiltEngine, crate::RuntimeError> {
+    let Some(layout) = pool_layout(sizing, machine, KEEP_RESIDENT_MEMORY as u64) else {
+        tracing::warn!(
+            address_space = machine.address_space,
+            "no room for an instance pool in this process's address space; allocating on demand"
+        );
+        return command_engine(machine);
+    };
+    tracing::info!(
+        instances = layout.instances,
+        requested_instances = sizing.concurrent_instances,
+        max_memory = layout.max_memory,
+        memory_reservation = layout
+            .reservation
+            .map_or(DEFAULT_RESERVATION_NAME.to_owned(), |r| r
+                .memory
+                .to_string()),
+        guard = layout
+            .reservation
+            .map_or(DEFAULT_RESERVATION_NAME.to_owned(), |r| r.guard.to_string()),
+        keep_resident = layout.keep_resident,
+        reserved = layout.reserved,
+        address_space = machine.address_space,
+        memory = machine.memory,
+        "serving pool sized"
+    );
+    let instances = layout.instances;
     // Components are made of several core instances (the program, its libc
     // adapter, shims), each with a memory or table or two.
     let mut pool = wasmtime::PoolingAllocationConfig::new();
     pool.total_component_instances(instances)
         .total_core_instances(instances.saturating_mul(8))
-        .total_memories(instances.saturating_mul(2))
-        .total_tables(instances.saturating_mul(4))
+        .total_memories(instances.saturating_mul(MEMORIES_PER_INSTANCE as u32))
+        .total_tables(instances.saturating_mul(TABLES_PER_INSTANCE as u32))
         .total_stacks(instances)
-        .max_memory_size(usize::try_from(sizing.max_memory_bytes).unwrap_or(usize::MAX));
+        .max_memory_size(usize::try_from(layout.max_memory).unwrap_or(usize::MAX));
     // A slot's memory is reset when its instance ends. By default that is
     // an madvise per slot, which unmaps the pages: every request then
     // page-faults its heap back in and the unmapping costs TLB shootdowns
@@ -93,23 +172,32 @@ pub(crate) fn serving_engine(sizing: PoolSizing) -> Result<Engine, crate::Runtim
     // (only the pages actually dirtied, where the kernel offers PAGEMAP_SCAN,
     // Linux 6.7+) roughly doubles requests per second for a small handler;
     // see docs/benchmarks.md.
-    pool.linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
-        .table_keep_resident(KEEP_RESIDENT_TABLE)
-        .pagemap_scan(wasmtime::Enabled::Auto);
-    let mut config = engine_config();
+    pool.linear_memory_keep_resident(
+        usize::try_from(layout.keep_resident).unwrap_or(KEEP_RESIDENT_MEMORY),
+    )
+    .table_keep_resident(KEEP_RESIDENT_TABLE)
+    .pagemap_scan(wasmtime::Enabled::Auto);
+    let mut config = config_for(layout.reservation);
     config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     match Engine::new(&config) {
-        Ok(engine) => Ok(engine),
+        Ok(engine) => Ok(BuiltEngine {
+            engine,
+            reservation: layout.reservation,
+            pool_instances: Some(instances),
+        }),
         Err(error) => {
             tracing::warn!(
                 error = format!("{error:#}"),
                 instances,
                 "cannot reserve the instance pool; falling back to on-demand allocation"
             );
-            command_engine()
+            command_engine(machine)
         }
     }
 }
+
+/// How the log names wasmtime's default reservations.
+const DEFAULT_RESERVATION_NAME: &str = "default";
 
 /// Advances the epoch of a set of engines every [`EPOCH_TICK`] while any
 /// sandbox uses it ([`EpochClock::hold`]). Its thread starts on first use

@@ -107,6 +107,8 @@ pub struct HandlerConfig {
     /// A request whose response has not started by then gets 504.
     pub request_timeout: Duration,
     /// Requests handled at once; more wait (up to `request_timeout`), then 503.
+    /// At most the instances the program's serving pool holds, which a small
+    /// machine may size below this (see [`crate::PoolSizing`]).
     pub max_concurrency: usize,
     /// Environment of every instance; later duplicates override earlier
     /// ones.
@@ -304,7 +306,19 @@ impl Runtime {
                 allow: Arc::new(config.allow_outbound),
                 stdout: config.stdout.into_shared(),
                 stderr: config.stderr.into_shared(),
-                permits: tokio::sync::Semaphore::new(config.max_concurrency.max(1)),
+                // A pool sized down for a small machine holds fewer
+                // instances than asked: requests beyond it wait for a slot
+                // instead of failing to instantiate.
+                permits: tokio::sync::Semaphore::new(
+                    program
+                        .inner
+                        .slot
+                        .pool_instances
+                        .map_or(config.max_concurrency, |slots| {
+                            config.max_concurrency.min(slots as usize)
+                        })
+                        .max(1),
+                ),
                 in_flight: AtomicUsize::new(0),
                 usage: Arc::new(Usage::default()),
                 _clock: self.hold_clock(),

@@ -27,6 +27,7 @@ pub mod quantity;
 mod runtime;
 mod sandbox;
 mod signal;
+mod sizing;
 pub mod spec;
 pub mod stdio;
 

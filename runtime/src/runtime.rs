@@ -22,8 +22,11 @@ use wasmtime::Engine;
 
 use crate::RuntimeError;
 use crate::cache::CompileCache;
-use crate::engine::{ClockHold, EpochClock, PoolSizing, command_engine, serving_engine};
+use crate::engine::{
+    BuiltEngine, ClockHold, EpochClock, PoolSizing, command_engine, serving_engine,
+};
 use crate::program::{ProgramInner, WasmKind, to_binary};
+use crate::sizing::{Machine, Reservation};
 use crate::{Program, program};
 
 /// Which engine a program is compiled for.
@@ -71,6 +74,11 @@ pub(crate) struct RuntimeInner {
 /// An engine and what is built once per engine.
 pub(crate) struct EngineSlot {
     pub(crate) engine: Engine,
+    /// Its reservations, when not wasmtime's defaults: code compiled for
+    /// it elsewhere (in the compile child) must be compiled for them.
+    pub(crate) reservation: Option<Reservation>,
+    /// Instances its pool holds at once; `None` for on-demand allocation.
+    pub(crate) pool_instances: Option<u32>,
     /// Distinguishes the engines of one runtime in program cache keys.
     id: u64,
     pub(crate) linkers: crate::sandbox::Linkers,
@@ -85,6 +93,13 @@ struct ProgramKey {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Default for Runtime {
+    /// A runtime that compiles in memory, without a compile cache.
+    fn default() -> Self {
+        Runtime::new(RuntimeConfig::default())
+    }
 }
 
 impl Runtime {
@@ -107,12 +122,14 @@ impl Runtime {
         self.inner.cache.as_ref()
     }
 
-    fn new_slot(&self, engine: Engine) -> Arc<EngineSlot> {
-        self.inner.clock.add(&engine);
+    fn new_slot(&self, built: BuiltEngine) -> Arc<EngineSlot> {
+        self.inner.clock.add(&built.engine);
         Arc::new(EngineSlot {
             linkers: crate::sandbox::Linkers::default(),
             id: self.inner.next_engine.fetch_add(1, Ordering::Relaxed),
-            engine,
+            engine: built.engine,
+            reservation: built.reservation,
+            pool_instances: built.pool_instances,
         })
     }
 
@@ -121,13 +138,15 @@ impl Runtime {
     /// Serving engines are kept per pool size: a request for a pool that no
     /// existing one covers creates a new one (a later server's larger
     /// memory limit is never silently capped by an earlier, smaller pool).
+    /// Each new engine is sized to what the machine offers at that moment
+    /// ([`crate::sizing`]).
     pub(crate) fn slot(&self, choice: EngineChoice) -> Result<Arc<EngineSlot>, RuntimeError> {
         match choice {
             EngineChoice::Command => {
                 if let Some(slot) = self.inner.command.get() {
                     return Ok(slot.clone());
                 }
-                let slot = self.new_slot(command_engine()?);
+                let slot = self.new_slot(command_engine(&Machine::probe())?);
                 Ok(self.inner.command.get_or_init(|| slot).clone())
             }
             EngineChoice::Serving(sizing) => {
@@ -135,7 +154,7 @@ impl Runtime {
                 if let Some((_, slot)) = pools.iter().find(|(pool, _)| pool.covers(&sizing)) {
                     return Ok(slot.clone());
                 }
-                let slot = self.new_slot(serving_engine(sizing)?);
+                let slot = self.new_slot(serving_engine(sizing, &Machine::probe())?);
                 pools.push((sizing, slot.clone()));
                 Ok(slot)
             }
@@ -170,8 +189,14 @@ impl Runtime {
         }
         let code = match &self.inner.cache {
             Some(cache) => {
-                let (code, outcome) =
-                    cache.load_or_compile(&slot.engine, &binary, &key.digest, kind, origin)?;
+                let (code, outcome) = cache.load_or_compile(
+                    &slot.engine,
+                    slot.reservation,
+                    &binary,
+                    &key.digest,
+                    kind,
+                    origin,
+                )?;
                 tracing::debug!(origin, ?outcome, "program loaded");
                 code
             }
