@@ -502,6 +502,29 @@ pub fn run_config_of(store: &Store, digest: &str, manifest: &Manifest) -> Result
     }
 }
 
+/// The WebAssembly program of image `name_or_digest` in `store`, with its
+/// run configuration: what a host embedding the runtime needs from an
+/// image. The bytes are checked against their digest as they are read.
+///
+/// `store` can be any OCI image-layout folder ([`Store::open`]), e.g. a
+/// `berth save` archive unpacked with `tar`. The program must be a blob of
+/// the image (the `artifact` and `component-layer` formats); for an image
+/// whose program is a file in tar layers, unpack it with
+/// [`crate::unpack::rootfs`] instead.
+pub fn program(store: &Store, name_or_digest: &str) -> Result<(Vec<u8>, RunConfig)> {
+    let (digest, manifest) = store.resolve(name_or_digest)?;
+    let config = run_config_of(store, &digest, &manifest)?;
+    match &config.wasm {
+        WasmSource::Blob { digest, .. } => Ok((store.read_blob(digest)?, config)),
+        WasmSource::Path(path) => Err(RegistryError::Unsupported {
+            image: name_or_digest.to_string(),
+            reason: format!(
+                "its program {path} is a file in its tar layers; build it with --format artifact or component-layer, or unpack it with unpack::rootfs"
+            ),
+        }),
+    }
+}
+
 /// `wasip1` for a core module, `wasip2` for a component, judged from the
 /// header bytes (4..8: `01 00 00 00` module, `0d 00 01 00` component).
 pub fn wasi_version(bytes: &[u8]) -> Option<&'static str> {

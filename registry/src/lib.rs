@@ -9,7 +9,8 @@
 //! - [`client::pull`] / [`client::push`] against a registry;
 //!   [`auth::login`], [`auth::logout`], [`auth::credentials_for`];
 //! - [`archive::save`] / [`archive::load`] OCI-layout tars (`ctr images import` reads them);
-//! - [`image::run_config`] what to run, [`image::inspect`] everything about an
+//! - [`image::run_config`] what to run, [`image::program`] the program itself
+//!   (for hosts embedding the runtime), [`image::inspect`] everything about an
 //!   image; [`unpack::rootfs`] the directory to mount at `/`.
 //!
 //! Images are WebAssembly in one of three shapes ([`image::ImageFormat`]);

@@ -141,14 +141,14 @@ pub(crate) fn serving_engine(
         instances = layout.instances,
         requested_instances = sizing.concurrent_instances,
         max_memory = layout.max_memory,
-        memory_reservation = layout
-            .reservation
-            .map_or(DEFAULT_RESERVATION_NAME.to_owned(), |r| r
-                .memory
-                .to_string()),
-        guard = layout
-            .reservation
-            .map_or(DEFAULT_RESERVATION_NAME.to_owned(), |r| r.guard.to_string()),
+        reservations = if layout.reservation.is_some() {
+            "reduced"
+        } else {
+            "default"
+        },
+        // Absent for wasmtime's defaults (4 GiB and 32 MiB).
+        memory_reservation = layout.reservation.map(|r| r.memory),
+        guard = layout.reservation.map(|r| r.guard),
         keep_resident = layout.keep_resident,
         reserved = layout.reserved,
         address_space = machine.address_space,
@@ -195,9 +195,6 @@ pub(crate) fn serving_engine(
         }
     }
 }
-
-/// How the log names wasmtime's default reservations.
-const DEFAULT_RESERVATION_NAME: &str = "default";
 
 /// Advances the epoch of a set of engines every [`EPOCH_TICK`] while any
 /// sandbox uses it ([`EpochClock::hold`]). Its thread starts on first use
