@@ -504,25 +504,64 @@ pub fn run_config_of(store: &Store, digest: &str, manifest: &Manifest) -> Result
 
 /// The WebAssembly program of image `name_or_digest` in `store`, with its
 /// run configuration: what a host embedding the runtime needs from an
-/// image. The bytes are checked against their digest as they are read.
+/// image, in any of the three formats. A blob-carried program (artifact,
+/// component-layer) is checked against its digest as it is read; a program
+/// that is a file in tar layers is read from the image unpacked (layers
+/// verified, within the default [`crate::unpack::UnpackLimits`]) into a
+/// temp directory that is removed afterwards.
 ///
 /// `store` can be any OCI image-layout folder ([`Store::open`]), e.g. a
-/// `berth save` archive unpacked with `tar`. The program must be a blob of
-/// the image (the `artifact` and `component-layer` formats); for an image
-/// whose program is a file in tar layers, unpack it with
-/// [`crate::unpack::rootfs`] instead.
+/// `berth save` archive unpacked with `tar`.
 pub fn program(store: &Store, name_or_digest: &str) -> Result<(Vec<u8>, RunConfig)> {
     let (digest, manifest) = store.resolve(name_or_digest)?;
     let config = run_config_of(store, &digest, &manifest)?;
-    match &config.wasm {
-        WasmSource::Blob { digest, .. } => Ok((store.read_blob(digest)?, config)),
-        WasmSource::Path(path) => Err(RegistryError::Unsupported {
-            image: name_or_digest.to_string(),
-            reason: format!(
-                "its program {path} is a file in its tar layers; build it with --format artifact or component-layer, or unpack it with unpack::rootfs"
-            ),
-        }),
+    let wasm = match &config.wasm {
+        WasmSource::Blob { digest, .. } => store.read_blob(digest)?,
+        WasmSource::Path(path) => {
+            let scratch = tempfile::tempdir().map_err(|e| {
+                RegistryError::io("cannot create a temp dir in", std::env::temp_dir(), e)
+            })?;
+            let root = crate::unpack::rootfs_of(
+                store,
+                &digest,
+                &manifest,
+                scratch.path(),
+                &crate::unpack::UnpackLimits::default(),
+            )?;
+            read_in_root(&root, path).map_err(|reason| RegistryError::Unsupported {
+                image: name_or_digest.to_string(),
+                reason,
+            })?
+        }
+    };
+    Ok((wasm, config))
+}
+
+/// Reads the file at guest path `guest` of the unpacked `root`, never
+/// following a symlink (a path from an image is not resolved on the host).
+fn read_in_root(root: &std::path::Path, guest: &str) -> std::result::Result<Vec<u8>, String> {
+    let mut path = root.to_path_buf();
+    for part in guest
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+    {
+        if part == ".." {
+            return Err(format!("its program path {guest} contains `..`"));
+        }
+        path.push(part);
+        let kind = std::fs::symlink_metadata(&path)
+            .map_err(|_| format!("its program {guest} is not in the image"))?
+            .file_type();
+        if kind.is_symlink() {
+            return Err(format!(
+                "its program path {guest} goes through a symlink, which berth does not follow outside a sandbox"
+            ));
+        }
     }
+    if !path.is_file() {
+        return Err(format!("its program {guest} is not a regular file"));
+    }
+    std::fs::read(&path).map_err(|e| format!("cannot read its program {guest}: {e}"))
 }
 
 /// `wasip1` for a core module, `wasip2` for a component, judged from the
@@ -535,5 +574,34 @@ pub fn wasi_version(bytes: &[u8]) -> Option<&'static str> {
         [1, 0, 0, 0] => Some("wasip1"),
         [0x0d, 0, 1, 0] => Some("wasip2"),
         _ => None,
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::read_in_root;
+
+    #[test]
+    fn a_program_path_is_read_beneath_the_root_without_following_symlinks() {
+        let root = tempfile::tempdir().expect("root");
+        let outside = tempfile::tempdir().expect("outside");
+        std::fs::create_dir(root.path().join("app")).expect("app");
+        std::fs::write(root.path().join("app/main.wasm"), b"\0asm").expect("write");
+        std::fs::write(outside.path().join("main.wasm"), b"host").expect("write");
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).expect("symlink");
+
+        assert_eq!(
+            read_in_root(root.path(), "/app/./main.wasm").expect("read"),
+            b"\0asm"
+        );
+        for (path, says) in [
+            ("/link/main.wasm", "symlink"),
+            ("/app/../link/main.wasm", "`..`"),
+            ("/app/missing.wasm", "not in the image"),
+            ("/app", "not a regular file"),
+        ] {
+            let error = read_in_root(root.path(), path).expect_err(path);
+            assert!(error.contains(says), "{path}: {error}");
+        }
     }
 }

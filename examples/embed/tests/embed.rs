@@ -15,11 +15,14 @@ fn example_wasm(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Builds `hello` and `hog` as artifacts, saves both to one archive and
-/// unpacks it into a layout folder.
+/// Builds `hello` as an artifact and `hog` as an image with tar layers,
+/// saves both to one archive and unpacks it into a layout folder.
 fn layout(dir: &Path) -> PathBuf {
     let store = Store::open(dir.join("store")).expect("store");
-    for name in ["hello", "hog"] {
+    for (name, format) in [
+        ("hello", ImageFormat::Artifact),
+        ("hog", ImageFormat::Image),
+    ] {
         let context = dir.join(format!("{name}-context"));
         std::fs::create_dir_all(&context).expect("context");
         std::fs::copy(
@@ -34,7 +37,7 @@ fn layout(dir: &Path) -> PathBuf {
         .expect("Dockerfile");
         let mut options = BuildOptions::new(&context);
         options.tags = vec![format!("{name}:v1")];
-        options.format = ImageFormat::Artifact;
+        options.format = format;
         build(&store, &options).expect("build");
     }
     let archive_path = dir.join("images.tar");
