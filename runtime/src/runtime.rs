@@ -146,7 +146,7 @@ impl Runtime {
                 if let Some(slot) = self.inner.command.get() {
                     return Ok(slot.clone());
                 }
-                let slot = self.new_slot(command_engine(&Machine::probe())?);
+                let slot = self.new_slot(command_engine(&Machine::probe_limit())?);
                 Ok(self.inner.command.get_or_init(|| slot).clone())
             }
             EngineChoice::Serving(sizing) => {

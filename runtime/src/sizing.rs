@@ -68,6 +68,18 @@ impl Machine {
         }
     }
 
+    /// Only what can make a command engine's reservations too large, and
+    /// cheap enough for every `berth run`: the `RLIMIT_AS` soft limit (one
+    /// system call) less what is mapped, read only when a limit is set. The
+    /// address space's own size is not read: even a 39-bit one holds
+    /// [`COMMAND_MEMORIES`] default reservations.
+    pub(crate) fn probe_limit() -> Machine {
+        Machine {
+            address_space: probe::limit_left(),
+            memory: None,
+        }
+    }
+
     /// Bytes one engine may reserve: three quarters of what is left after
     /// [`HEADROOM`], so that later engines (another pool, the command
     /// engine) and the process itself still find room.
@@ -229,6 +241,11 @@ mod probe {
         Some(limit.saturating_sub(mapped().unwrap_or(0)))
     }
 
+    pub(super) fn limit_left() -> Option<u64> {
+        let limit = super::rlimit()?;
+        Some(limit.saturating_sub(mapped().unwrap_or(0)))
+    }
+
     /// The size of the user address space: the main thread's stack sits
     /// just below its top, so the next power of two above the stack's end
     /// is the top (2^47 on x86_64, 2^39 or 2^48 on ARM64).
@@ -273,6 +290,10 @@ mod probe {
         super::rlimit()
     }
 
+    pub(super) fn limit_left() -> Option<u64> {
+        super::rlimit()
+    }
+
     pub(super) fn physical_memory() -> Option<u64> {
         None
     }
@@ -283,6 +304,10 @@ mod probe {
     //! Elsewhere nothing is measured, and wasmtime's defaults apply.
 
     pub(super) fn address_space() -> Option<u64> {
+        None
+    }
+
+    pub(super) fn limit_left() -> Option<u64> {
         None
     }
 
@@ -424,5 +449,11 @@ mod tests {
         // At least 39 bits' worth, less what is mapped, unless ulimit -v.
         assert!(space > 0);
         assert!(m.memory.expect("MemTotal") > 64 << 20);
+        // The command probe never reports more room than the full one.
+        let limit = Machine::probe_limit();
+        assert_eq!(limit.memory, None);
+        if let Some(left) = limit.address_space {
+            assert!(left <= space + (64 << 20), "{left} > {space}");
+        }
     }
 }
