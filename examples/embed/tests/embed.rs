@@ -75,7 +75,7 @@ fn the_example_runs_an_image_of_a_layout_folder_under_limits() {
     let layout = layout(dir.path());
     let layout = layout.to_str().expect("utf-8 path");
 
-    let hello = embed(&[layout, "hello:v1", "67108864", "one", "two"]);
+    let hello = embed(&[layout, "hello:v1", "64Mi", "one", "two"]);
     let stdout = String::from_utf8_lossy(&hello.stdout);
     assert_eq!(
         hello.status.code(),
@@ -88,17 +88,23 @@ fn the_example_runs_an_image_of_a_layout_folder_under_limits() {
     assert!(stdout.contains("exit 0: Exited"), "{stdout}");
 
     // 16 MiB fits under 64 MiB; 64 MiB does not fit under 32 MiB.
-    let fits = embed(&[layout, "hog:v1", "67108864", "16"]);
+    let fits = embed(&[layout, "hog:v1", "64Mi", "16"]);
     assert_eq!(fits.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&fits.stdout).contains("hog: allocated 16 MiB"));
-    let hog = embed(&[layout, "hog:v1", "33554432", "64"]);
+    let hog = embed(&[layout, "hog:v1", "32Mi", "64"]);
     let stdout = String::from_utf8_lossy(&hog.stdout);
     assert_eq!(hog.status.code(), Some(137), "{stdout}");
     assert!(stdout.contains("OomKilled { limit: 33554432"), "{stdout}");
     assert!(!stdout.contains("allocated"), "{stdout}");
 
+    // A bad limit is an error naming it.
+    let bad = embed(&[layout, "hello:v1", "lots"]);
+    assert_ne!(bad.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("invalid memory size \"lots\""), "{stderr}");
+
     // An image the folder does not hold is an error naming it.
-    let missing = embed(&[layout, "absent:v1", "67108864"]);
+    let missing = embed(&[layout, "absent:v1", "64Mi"]);
     assert_ne!(missing.status.code(), Some(0));
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("absent"),
