@@ -28,7 +28,7 @@ use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
     ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinSet;
 
@@ -197,6 +197,9 @@ struct PodEntry {
     failure: Option<(String, String)>,
     stop: Option<Arc<watch::Sender<Option<KillMode>>>>,
     deleting: bool,
+    /// Whether the pod is still stored (marked for deletion), to be
+    /// removed once it stopped.
+    remove_object: bool,
 }
 
 #[derive(Debug)]
@@ -695,7 +698,7 @@ impl Kubelet {
             .cloned()
             .collect();
         for uid in gone {
-            self.delete(&uid);
+            self.delete(&uid, None);
         }
         if first {
             let keep: HashSet<String> = pods.iter().map(pod_dir_name).collect();
@@ -724,7 +727,7 @@ impl Kubelet {
             }
             EventKind::Deleted => {
                 if let Some(uid) = change.object.metadata().uid.clone() {
-                    self.delete(&uid);
+                    self.delete(&uid, None);
                     self.admit_pending(tasks, task_pods);
                 }
             }
@@ -748,11 +751,14 @@ impl Kubelet {
         if state.pods.contains_key(&uid) {
             drop(state);
             if deleting {
-                self.delete(&uid);
+                self.delete(&uid, Some(&pod.metadata));
             }
             return;
         }
         if deleting {
+            // Marked for deletion before this agent ran it: nothing to stop.
+            drop(state);
+            self.remove_object(object.namespace().to_owned(), object.name().to_owned());
             return;
         }
         let status = pod.status.as_ref();
@@ -811,6 +817,7 @@ impl Kubelet {
             failure: None,
             stop: None,
             deleting: false,
+            remove_object: false,
             namespace: namespace.clone(),
             name: name.clone(),
             order,
@@ -908,8 +915,10 @@ impl Kubelet {
 
     /// Stops and forgets pod `uid`: gracefully, then at once after its
     /// grace period. Its place and address are released when its task
-    /// ends.
-    fn delete(&self, uid: &str) {
+    /// ends. `marked` is the metadata of a pod marked for deletion
+    /// (`deletionTimestamp`) but still stored: it is removed from the store
+    /// once it stopped, as kubelet confirms a graceful deletion.
+    fn delete(&self, uid: &str, marked: Option<&ObjectMeta>) {
         let mut state = lock(&self.inner.state);
         let Some(entry) = state.pods.get_mut(uid) else {
             return;
@@ -918,16 +927,21 @@ impl Kubelet {
             return;
         }
         entry.deleting = true;
+        entry.remove_object = marked.is_some();
         let key = format!("{}/{}", entry.namespace, entry.name);
         match entry.stage {
             Stage::Running => {
-                let grace = entry
-                    .pod()
-                    .and_then(|p| p.spec.as_ref())
-                    .and_then(|s| s.termination_grace_period_seconds)
-                    .map_or(self.inner.config.default_grace_period, |s| {
-                        Duration::from_secs(u64::try_from(s).unwrap_or(0))
+                let seconds = marked
+                    .and_then(|m| m.deletion_grace_period_seconds)
+                    .or_else(|| {
+                        entry
+                            .pod()
+                            .and_then(|p| p.spec.as_ref())
+                            .and_then(|s| s.termination_grace_period_seconds)
                     });
+                let grace = seconds.map_or(self.inner.config.default_grace_period, |s| {
+                    Duration::from_secs(u64::try_from(s).unwrap_or(0))
+                });
                 for container in &entry.containers {
                     if container.handle.is_some() {
                         self.inner.store.events().record(
@@ -954,6 +968,9 @@ impl Kubelet {
             Stage::Pending | Stage::Finished => {
                 let dir = entry.dir.clone();
                 let stage = entry.stage;
+                if marked.is_some() {
+                    self.remove_object(entry.namespace.clone(), entry.name.clone());
+                }
                 state.pods.remove(uid);
                 state.pending.retain(|p| p != uid);
                 state.dirty.remove(uid);
@@ -966,6 +983,16 @@ impl Kubelet {
                 }
             }
         }
+    }
+
+    /// Removes a pod marked for deletion from the store (off the async
+    /// workers).
+    fn remove_object(&self, namespace: String, name: String) {
+        let store = Arc::clone(&self.inner.store);
+        tokio::task::spawn_blocking(move || match store.delete(Kind::Pod, &namespace, &name) {
+            Ok(_) | Err(crate::store::StoreError::NotFound { .. }) => {}
+            Err(error) => tracing::warn!(%error, "cannot remove pod {namespace}/{name}"),
+        });
     }
 
     /// A pod's task ended: its containers are done for good, it was
@@ -1038,21 +1065,18 @@ impl Kubelet {
         if entry.deleting {
             let dir = entry.dir.clone();
             let key = format!("{}/{}", entry.namespace, entry.name);
-            let marked = entry.object.metadata().deletion_timestamp.is_some();
+            let marked = entry.remove_object;
             let (namespace, name) = (entry.namespace.clone(), entry.name.clone());
             state.pods.remove(uid);
             state.dirty.remove(uid);
             if state.names.get(&key).map(String::as_str) == Some(uid) {
                 state.names.remove(&key);
             }
-            let store = Arc::clone(&self.inner.store);
-            tokio::task::spawn_blocking(move || {
-                remove_dir(&dir);
-                if marked {
-                    // A graceful deletion: the pod goes once it stopped.
-                    let _ = store.delete(Kind::Pod, &namespace, &name);
-                }
-            });
+            remove_pod_dir(dir);
+            if marked {
+                // A graceful deletion: the pod goes once it stopped.
+                self.remove_object(namespace, name);
+            }
         } else {
             state.dirty.insert(uid.to_owned());
             self.inner.changed.notify_one();
@@ -1557,5 +1581,78 @@ impl Kubelet {
             log,
             image_id,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_go_prints_them() {
+        assert_eq!(go_duration(Duration::from_millis(100)), "100ms");
+        assert_eq!(go_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_secs(80)), "1m20s");
+        assert_eq!(go_duration(Duration::from_secs(300)), "5m0s");
+        assert_eq!(go_duration(Duration::from_secs(3725)), "1h2m5s");
+    }
+
+    fn container(state: ContainerState, restarted: bool) -> ContainerEntry {
+        ContainerEntry {
+            name: "c".to_owned(),
+            image: "i".to_owned(),
+            image_id: None,
+            state,
+            last_state: restarted.then(ContainerStateTerminated::default),
+            ready: false,
+            started: false,
+            restart_count: 0,
+            handle: None,
+        }
+    }
+
+    fn exited(code: i32) -> ContainerState {
+        ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: code,
+                ..ContainerStateTerminated::default()
+            }),
+            ..ContainerState::default()
+        }
+    }
+
+    #[test]
+    fn the_phase_follows_the_containers_as_kubelet_decides_it() {
+        let creating = || container(waiting("ContainerCreating", None), false);
+        let backing_off = || container(waiting("CrashLoopBackOff", None), true);
+        let running = || {
+            container(
+                ContainerState {
+                    running: Some(ContainerStateRunning::default()),
+                    ..ContainerState::default()
+                },
+                false,
+            )
+        };
+        assert_eq!(phase_of(&[creating(), running()], None), "Pending");
+        assert_eq!(phase_of(&[running(), backing_off()], None), "Running");
+        assert_eq!(phase_of(&[backing_off()], Some("Always")), "Running");
+        assert_eq!(
+            phase_of(&[container(exited(0), false)], Some("Never")),
+            "Succeeded"
+        );
+        assert_eq!(
+            phase_of(&[container(exited(1), false)], Some("Never")),
+            "Failed"
+        );
+        assert_eq!(
+            phase_of(&[container(exited(1), false)], Some("OnFailure")),
+            "Running"
+        );
+        assert_eq!(
+            phase_of(&[container(exited(0), false)], Some("OnFailure")),
+            "Succeeded"
+        );
     }
 }

@@ -607,3 +607,28 @@ async fn a_pod_that_does_not_fit_waits_until_a_deletion_makes_room() {
     assert_eq!(pod_ip(&again), pod_ip(&second));
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_marked_for_deletion_is_stopped_then_removed() {
+    let node = Node::start(plenty());
+    node.create(&sleeper("marked", "16Mi"));
+    let pod = node.wait_pod("marked", "Running", running).await;
+    let mut marked = pod.clone();
+    marked.metadata.deletion_timestamp = Some(berth_scheduler::store::now());
+    marked.metadata.deletion_grace_period_seconds = Some(1);
+    node.store
+        .replace(Object::Pod(marked))
+        .expect("mark for deletion");
+    let deadline = Instant::now() + WAIT;
+    while node.store.get(Kind::Pod, "default", "marked").is_ok() {
+        assert!(Instant::now() < deadline, "the marked pod is still stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(node.kubelet.usage(None).is_empty());
+    assert!(
+        event_reasons(&node.store, &pod)
+            .iter()
+            .any(|r| r == "Killing")
+    );
+    node.stop().await;
+}
