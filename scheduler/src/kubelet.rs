@@ -706,7 +706,7 @@ impl Kubelet {
             let _ = tokio::task::spawn_blocking(move || remove_orphans(&dir, &keep)).await;
         }
         for pod in pods {
-            self.add(pod);
+            let _ = self.add(pod);
         }
         self.admit_pending(tasks, task_pods);
     }
@@ -722,8 +722,11 @@ impl Kubelet {
         }
         match change.kind {
             EventKind::Added | EventKind::Modified => {
-                self.add(change.object);
-                self.admit_pending(tasks, task_pods);
+                // Most changes are status writes of known pods: only a new
+                // pod asks for a place.
+                if self.add(change.object) {
+                    self.admit_pending(tasks, task_pods);
+                }
             }
             EventKind::Deleted => {
                 if let Some(uid) = change.object.metadata().uid.clone() {
@@ -735,31 +738,31 @@ impl Kubelet {
     }
 
     /// Takes on a pod the agent does not know yet (a known one only
-    /// matters if it is being deleted).
-    fn add(&self, object: Object) {
+    /// matters if it is being deleted); whether it now waits for a place.
+    fn add(&self, object: Object) -> bool {
         let Object::Pod(pod) = &object else {
-            return;
+            return false;
         };
         let Some(uid) = pod.metadata.uid.clone() else {
-            return;
+            return false;
         };
         let deleting = pod.metadata.deletion_timestamp.is_some();
         let mut state = lock(&self.inner.state);
         if state.shutting_down {
-            return;
+            return false;
         }
         if state.pods.contains_key(&uid) {
             drop(state);
             if deleting {
                 self.delete(&uid, Some(&pod.metadata));
             }
-            return;
+            return false;
         }
         if deleting {
             // Marked for deletion before this agent ran it: nothing to stop.
             drop(state);
             self.remove_object(object.namespace().to_owned(), object.name().to_owned());
-            return;
+            return false;
         }
         let status = pod.status.as_ref();
         let finished = matches!(
@@ -835,6 +838,7 @@ impl Kubelet {
                 .unwrap_or(state.pending.len());
             state.pending.insert(at, uid);
         }
+        !finished
     }
 
     /// Admits waiting pods, oldest first, while they fit; the others are
