@@ -212,6 +212,8 @@ struct ContainerEntry {
     ready: bool,
     started: bool,
     restart_count: i32,
+    /// Restarts counted before the agent (re)started.
+    restarts_before: i32,
     /// The running sandbox, for stats and for stopping it.
     handle: Option<SandboxHandle>,
 }
@@ -772,20 +774,33 @@ impl Kubelet {
         let preferred_ip = status
             .and_then(|s| s.pod_ip.as_deref())
             .and_then(|ip| ip.parse().ok());
+        // Restarts and the last ended run carry over a restart of the agent.
+        let before = |name: &str| {
+            status
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|all| all.iter().find(|c| c.name == name))
+        };
         let containers = pod
             .spec
             .iter()
             .flat_map(|s| s.containers.iter())
-            .map(|c| ContainerEntry {
-                name: c.name.clone(),
-                image: c.image.clone().unwrap_or_default(),
-                image_id: None,
-                state: waiting("ContainerCreating", None),
-                last_state: None,
-                ready: false,
-                started: false,
-                restart_count: 0,
-                handle: None,
+            .map(|c| {
+                let before = before(&c.name);
+                let restarts = before.map_or(0, |b| b.restart_count);
+                ContainerEntry {
+                    name: c.name.clone(),
+                    image: c.image.clone().unwrap_or_default(),
+                    image_id: None,
+                    state: waiting("ContainerCreating", None),
+                    last_state: before
+                        .and_then(|b| b.last_state.as_ref())
+                        .and_then(|s| s.terminated.clone()),
+                    ready: false,
+                    started: false,
+                    restart_count: restarts,
+                    restarts_before: restarts,
+                    handle: None,
+                }
             })
             .collect();
         let created = pod
@@ -1495,7 +1510,9 @@ impl Kubelet {
                     );
                     self.update_container(&run.uid, index, |c| {
                         c.last_state = c.state.terminated.take();
-                        c.restart_count = i32::try_from(restarts).unwrap_or(i32::MAX);
+                        c.restart_count = c
+                            .restarts_before
+                            .saturating_add(i32::try_from(restarts).unwrap_or(i32::MAX));
                         c.state = waiting("CrashLoopBackOff", Some(message));
                     });
                     self.event(
@@ -1612,6 +1629,7 @@ mod tests {
             ready: false,
             started: false,
             restart_count: 0,
+            restarts_before: 0,
             handle: None,
         }
     }

@@ -146,6 +146,28 @@ impl Node {
         }
     }
 
+    /// Stops the agent and starts another on the same store and folders,
+    /// as a restarted daemon does.
+    async fn restart(self) -> Node {
+        let (dir, store) = self.stop().await;
+        Node::resume(dir, store)
+    }
+
+    /// Starts an agent on the folders and store of a stopped one.
+    fn resume(dir: tempfile::TempDir, store: Arc<Store>) -> Node {
+        let kubelet = agent(dir.path(), &store, plenty());
+        let (shutdown, stopped) = watch::channel(false);
+        let running = kubelet.clone();
+        let agent = tokio::spawn(async move { running.run(stopped).await });
+        Node {
+            dir,
+            store,
+            kubelet,
+            shutdown,
+            agent,
+        }
+    }
+
     async fn stop(self) -> (tempfile::TempDir, Arc<Store>) {
         self.shutdown.send_replace(true);
         tokio::time::timeout(WAIT, self.agent)
@@ -410,6 +432,37 @@ async fn a_crashing_container_backs_off_and_keeps_its_previous_log() {
         node.kubelet.log_path("default", "nope", None, false),
         Err(LogsError::PodNotFound { .. })
     ));
+
+    // A restarted agent counts on from the restarts it was told of: its
+    // first status of the pod does not start again from 0.
+    let (dir, store) = node.stop().await;
+    let pod = match store.get(Kind::Pod, "default", "crash") {
+        Ok(Object::Pod(pod)) => pod,
+        other => panic!("{other:?}"),
+    };
+    let restarts = container_status(&pod).restart_count;
+    assert!(restarts >= 2);
+    let mut changes = store.watch();
+    let node = Node::resume(dir, store);
+    let first = tokio::time::timeout(WAIT, async {
+        loop {
+            match changes.recv().await {
+                Ok(change) if change.object.name() == "crash" => match change.object {
+                    Object::Pod(pod) => break pod,
+                    _ => continue,
+                },
+                Ok(_) => continue,
+                Err(error) => panic!("watch: {error}"),
+            }
+        }
+    })
+    .await
+    .expect("a status from the new agent");
+    assert!(
+        container_status(&first).restart_count >= restarts,
+        "{:?}",
+        first.status
+    );
     node.stop().await;
 }
 
@@ -587,18 +640,7 @@ async fn a_pod_that_does_not_fit_waits_until_a_deletion_makes_room() {
 
     // Another agent on the same store (the daemon restarted) runs the pod
     // again, on the address it had.
-    let (dir, store) = node.stop().await;
-    let kubelet = agent(dir.path(), &store, plenty());
-    let (shutdown, stopped) = watch::channel(false);
-    let running_agent = kubelet.clone();
-    let task = tokio::spawn(async move { running_agent.run(stopped).await });
-    let node = Node {
-        dir,
-        store,
-        kubelet,
-        shutdown,
-        agent: task,
-    };
+    let node = node.restart().await;
     let again = node
         .wait_pod("second", "running again", |pod| {
             running(pod) && node.kubelet.usage(None).len() == 1
