@@ -99,17 +99,7 @@ impl Node {
             }
         }
         let store = Arc::new(Store::open(&dir.path().join("state.redb")).expect("store"));
-        let kubelet = agent(dir.path(), &store, allocatable);
-        let (shutdown, stopped) = watch::channel(false);
-        let running = kubelet.clone();
-        let agent = tokio::spawn(async move { running.run(stopped).await });
-        Node {
-            dir,
-            store,
-            kubelet,
-            shutdown,
-            agent,
-        }
+        Node::resume(dir, store, allocatable)
     }
 
     fn create(&self, yaml: &str) -> Pod {
@@ -150,12 +140,13 @@ impl Node {
     /// as a restarted daemon does.
     async fn restart(self) -> Node {
         let (dir, store) = self.stop().await;
-        Node::resume(dir, store)
+        Node::resume(dir, store, plenty())
     }
 
-    /// Starts an agent on the folders and store of a stopped one.
-    fn resume(dir: tempfile::TempDir, store: Arc<Store>) -> Node {
-        let kubelet = agent(dir.path(), &store, plenty());
+    /// Starts an agent on the folders and store of a stopped one (or of a
+    /// new node).
+    fn resume(dir: tempfile::TempDir, store: Arc<Store>, allocatable: Resources) -> Node {
+        let kubelet = agent(dir.path(), &store, allocatable);
         let (shutdown, stopped) = watch::channel(false);
         let running = kubelet.clone();
         let agent = tokio::spawn(async move { running.run(stopped).await });
@@ -443,7 +434,7 @@ async fn a_crashing_container_backs_off_and_keeps_its_previous_log() {
     let restarts = container_status(&pod).restart_count;
     assert!(restarts >= 2);
     let mut changes = store.watch();
-    let node = Node::resume(dir, store);
+    let node = Node::resume(dir, store, plenty());
     let first = tokio::time::timeout(WAIT, async {
         loop {
             match changes.recv().await {
