@@ -624,12 +624,14 @@ impl Kubelet {
             }
         };
         let dir = container_dir(&entry.dir, name);
+        let name = name.to_owned();
+        drop(state);
         if previous {
             let dir = dir.join(PREVIOUS_LOG);
             if !dir.is_dir() {
                 return Err(LogsError::NoPrevious {
                     pod: pod.to_owned(),
-                    container: name.to_owned(),
+                    container: name,
                 });
             }
             return Ok(dir);
