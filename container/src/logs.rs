@@ -356,6 +356,46 @@ mod tests {
         assert_eq!(splitter.finish(), None);
     }
 
+    #[tokio::test]
+    async fn pumps_carry_a_runs_output_into_the_log_line_by_line() {
+        use tokio::io::AsyncWriteExt;
+        let temp = tempfile::tempdir().expect("tempdir");
+        let log = Arc::new(Mutex::new(
+            LogWriter::open(temp.path(), LOG_MAX_BYTES).expect("log"),
+        ));
+        let (pumps, stdout, stderr) = LogPumps::start(&log);
+        let (Output::Writer(mut stdout), Output::Writer(mut stderr)) = (stdout, stderr) else {
+            panic!("pipes expected");
+        };
+        // Longer than a pump's first buffer, and cut across writes.
+        let long = "x".repeat(3000);
+        stdout
+            .write_all(format!("{long}\nfirst ").as_bytes())
+            .await
+            .expect("write");
+        stdout
+            .write_all(b"half\nunterminated")
+            .await
+            .expect("write");
+        stderr.write_all(b"oops\n").await.expect("write");
+        drop((stdout, stderr));
+        pumps.finish().await;
+        let entries = read_log(temp.path()).expect("read log");
+        let mut out: Vec<&str> = entries
+            .iter()
+            .filter(|e| e.stream == LogStream::Stdout)
+            .map(|e| e.line.as_str())
+            .collect();
+        assert_eq!(out.remove(0), long);
+        assert_eq!(out, ["first half", "unterminated"]);
+        let err: Vec<&str> = entries
+            .iter()
+            .filter(|e| e.stream == LogStream::Stderr)
+            .map(|e| e.line.as_str())
+            .collect();
+        assert_eq!(err, ["oops"]);
+    }
+
     #[test]
     fn log_rotates_at_the_size_limit_keeping_one_generation() {
         let temp = tempfile::tempdir().expect("tempdir");
