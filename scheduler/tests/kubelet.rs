@@ -665,3 +665,60 @@ async fn a_pod_marked_for_deletion_is_stopped_then_removed() {
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_of_two_containers_runs_both_and_names_them_for_logs() {
+    let node = Node::start(plenty());
+    node.create(
+        "\
+apiVersion: v1
+kind: Pod
+metadata: {name: pair}
+spec:
+  containers:
+  - {name: a, image: 'sleep:1'}
+  - {name: b, image: 'sleep:1'}
+",
+    );
+    let pod = node.wait_pod("pair", "Running", running).await;
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .expect("container statuses");
+    assert_eq!(
+        statuses
+            .iter()
+            .map(|c| (c.name.as_str(), c.ready))
+            .collect::<Vec<_>>(),
+        [("a", true), ("b", true)]
+    );
+    match node.kubelet.log_path("default", "pair", None, false) {
+        Err(LogsError::Container(message)) => assert_eq!(
+            message,
+            "a container name must be specified for pod pair, choose one of: [a b]"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let a = node
+        .kubelet
+        .log_path("default", "pair", Some("a"), false)
+        .expect("a's log");
+    let b = node
+        .kubelet
+        .log_path("default", "pair", Some("b"), false)
+        .expect("b's log");
+    assert_ne!(a, b);
+    let usage = node.kubelet.usage(Some("default"));
+    assert_eq!(usage.len(), 1);
+    assert_eq!(
+        usage[0]
+            .containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert!(node.kubelet.usage(Some("other")).is_empty());
+    node.stop().await;
+}
