@@ -136,7 +136,7 @@ mod unix {
 
     use anyhow::anyhow;
     use berth_container::logs::{
-        LOG_MAX_BYTES, LineSplitter, LogStream, LogWriter, MAX_LINE_BYTES, open_append,
+        LOG_MAX_BYTES, LogPumps, LogStream, LogWriter, open_append, write_lines,
     };
     use berth_container::records::RecordStore;
     use berth_container::time::now_rfc3339;
@@ -144,8 +144,7 @@ mod unix {
         Backoff, Ended, Event, ExitReason, LaunchSettings, Stdio as LaunchStdio, Supervisor, launch,
     };
     use berth_runtime::limits::CpuClock;
-    use berth_runtime::{KillMode, Output, Runtime, RuntimeConfig, SandboxHandle, Stdin};
-    use tokio::io::{AsyncRead, AsyncReadExt};
+    use berth_runtime::{KillMode, Runtime, RuntimeConfig, Stdin};
     use tokio::sync::watch;
 
     use super::*;
@@ -374,33 +373,30 @@ mod unix {
         // What one run holds until the next one starts: its private /tmp,
         // its log pumps, and (with -i) its stdin kept open.
         let current: Mutex<Option<RunResources>> = Mutex::new(None);
-        let start = async || -> Result<SandboxHandle> {
-            let previous = lock(&current).take();
+        // Copied into each run's future, which borrows them.
+        let (current, runtime, settings, log) = (&current, &runtime, &settings, &log);
+        let start = move || async move {
+            let previous = lock(current).take();
             if let Some(previous) = previous {
                 previous.finish().await;
             }
             let resolved = crate::commands::run::resolve_spec(spec)?;
-            let (stdout, stdout_reader) = tokio::io::duplex(PIPE_BYTES);
-            let (stderr, stderr_reader) = tokio::io::duplex(PIPE_BYTES);
             let (stdin, stdin_writer) = if spec.interactive {
                 let (reader, writer) = tokio::io::duplex(PIPE_BYTES);
                 (Stdin::Reader(Box::new(reader)), Some(writer))
             } else {
                 (Stdin::Null, None)
             };
-            let pumps = vec![
-                tokio::spawn(pump(stdout_reader, LogStream::Stdout, log.clone())),
-                tokio::spawn(pump(stderr_reader, LogStream::Stderr, log.clone())),
-            ];
+            let (pumps, stdout, stderr) = LogPumps::start(log);
             let stdio = LaunchStdio {
                 stdin,
-                stdout: Output::Writer(Box::new(stdout)),
-                stderr: Output::Writer(Box::new(stderr)),
+                stdout,
+                stderr,
             };
-            let launched = launch(&runtime, spec, resolved, stdio, &settings).await?;
+            let launched = launch(runtime, spec, resolved, stdio, settings).await?;
             if let Some(serving) = &launched.serving {
                 write_lines(
-                    &log,
+                    log,
                     LogStream::Stderr,
                     &[format!(
                         "berth: serving {} on http://{} (container port {})",
@@ -408,12 +404,12 @@ mod unix {
                     )],
                 );
             }
-            *lock(&current) = Some(RunResources {
+            *lock(current) = Some(RunResources {
                 scratch: launched.scratch,
                 pumps,
                 _stdin: stdin_writer,
             });
-            Ok(launched.handle)
+            anyhow::Ok(launched.handle)
         };
         let (stop_tx, mut stop_rx) = watch::channel(None);
         let signals = async {
@@ -450,7 +446,7 @@ mod unix {
                     if let Some(description) = status.describe()
                         && !matches!(status.reason, berth_runtime::ExitReason::Killed { .. })
                     {
-                        write_lines(&log, LogStream::Stderr, &[format!("berth: {description}")]);
+                        write_lines(log, LogStream::Stderr, &[format!("berth: {description}")]);
                     }
                 }
                 Event::Restarting { restarts, .. } => {
@@ -464,7 +460,7 @@ mod unix {
             ended = supervisor.run(start, &mut stop_rx, on_event) => ended,
             () = signals => unreachable!("the signal watcher never ends"),
         };
-        let last = lock(&current).take();
+        let last = lock(current).take();
         if let Some(resources) = last {
             resources.finish().await;
         }
@@ -488,60 +484,19 @@ mod unix {
     /// What one run of the program holds besides its sandbox.
     struct RunResources {
         scratch: Option<tempfile::TempDir>,
-        pumps: Vec<tokio::task::JoinHandle<()>>,
+        pumps: LogPumps,
         _stdin: Option<tokio::io::DuplexStream>,
     }
 
     impl RunResources {
-        /// Lets the log pumps write what the run left in its pipes (they end
-        /// when the sandbox's ends of the pipes close), then removes the
-        /// run's /tmp.
+        /// Lets the log pumps write what the run left in its pipes, then
+        /// removes the run's /tmp.
         async fn finish(self) {
-            for pump in self.pumps {
-                if tokio::time::timeout(Duration::from_secs(5), pump)
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!("a log pump did not finish; some output may be missing");
-                }
-            }
+            self.pumps.finish().await;
             if let Some(scratch) = self.scratch
                 && let Err(error) = scratch.close()
             {
                 tracing::warn!(%error, "cannot remove the container's /tmp");
-            }
-        }
-    }
-
-    /// Copies one output stream of the program into the log, line by line.
-    async fn pump<R: AsyncRead + Unpin>(
-        mut reader: R,
-        stream: LogStream,
-        log: Arc<Mutex<LogWriter>>,
-    ) {
-        let mut splitter = LineSplitter::new(MAX_LINE_BYTES);
-        let mut buffer = vec![0u8; 8192];
-        loop {
-            let read = match reader.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(read) => read,
-            };
-            let lines = splitter.push(&buffer[..read]);
-            write_lines(&log, stream, &lines);
-        }
-        if let Some(line) = splitter.finish() {
-            write_lines(&log, stream, &[line]);
-        }
-    }
-
-    fn write_lines(log: &Mutex<LogWriter>, stream: LogStream, lines: &[String]) {
-        if lines.is_empty() {
-            return;
-        }
-        let mut writer = lock(log);
-        for line in lines {
-            if let Err(error) = writer.append(stream, line) {
-                tracing::warn!(%error, "cannot write the container log");
             }
         }
     }

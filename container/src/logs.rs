@@ -6,12 +6,20 @@
 //!
 //! Log files hold what guests print, secrets included: they are created
 //! owner-only.
+//!
+//! [`LogPumps`] carries one run's output into a [`LogWriter`]: every front
+//! door that keeps logs (a detached container's supervisor, the daemon's
+//! node agent) gives a run its pipes this way.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
+use berth_runtime::Output;
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::time::now_rfc3339;
 
@@ -157,6 +165,86 @@ impl LineSplitter {
     }
 }
 
+/// Bytes of a program's output in flight to its log pump.
+const PIPE_BYTES: usize = 64 << 10;
+/// What a pump reads at first: most programs print little, and an idle
+/// one should not hold a large buffer.
+const FIRST_READ_BYTES: usize = 512;
+/// What a pump reads at once after its first buffer filled up.
+const READ_BYTES: usize = 8 << 10;
+/// How long finishing waits for a pump to drain its pipe.
+const PUMP_DRAIN: Duration = Duration::from_secs(5);
+
+/// One run's stdout and stderr on their way into a log: pipes whose far
+/// ends a task each copies line by line into the [`LogWriter`].
+#[derive(Debug)]
+pub struct LogPumps {
+    pumps: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl LogPumps {
+    /// Pipes for a run's stdout and stderr (the returned outputs, in that
+    /// order), pumped into `log`. Must be called within a tokio runtime.
+    pub fn start(log: &Arc<Mutex<LogWriter>>) -> (LogPumps, Output, Output) {
+        let (stdout, stdout_reader) = tokio::io::duplex(PIPE_BYTES);
+        let (stderr, stderr_reader) = tokio::io::duplex(PIPE_BYTES);
+        let pumps = vec![
+            tokio::spawn(pump(stdout_reader, LogStream::Stdout, Arc::clone(log))),
+            tokio::spawn(pump(stderr_reader, LogStream::Stderr, Arc::clone(log))),
+        ];
+        (
+            LogPumps { pumps },
+            Output::Writer(Box::new(stdout)),
+            Output::Writer(Box::new(stderr)),
+        )
+    }
+
+    /// Lets the pumps write what the run left in its pipes: they end when
+    /// the sandbox's ends of the pipes close, which a run that ended does
+    /// soon.
+    pub async fn finish(self) {
+        for pump in self.pumps {
+            if tokio::time::timeout(PUMP_DRAIN, pump).await.is_err() {
+                tracing::warn!("a log pump did not finish; some output may be missing");
+            }
+        }
+    }
+}
+
+/// Copies one output stream of the program into the log, line by line.
+async fn pump<R: AsyncRead + Unpin>(mut reader: R, stream: LogStream, log: Arc<Mutex<LogWriter>>) {
+    let mut splitter = LineSplitter::new(MAX_LINE_BYTES);
+    let mut buffer = vec![0u8; FIRST_READ_BYTES];
+    loop {
+        let read = match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        let lines = splitter.push(&buffer[..read]);
+        write_lines(&log, stream, &lines);
+        if read == buffer.len() && buffer.len() < READ_BYTES {
+            buffer.resize(READ_BYTES, 0);
+        }
+    }
+    if let Some(line) = splitter.finish() {
+        write_lines(&log, stream, &[line]);
+    }
+}
+
+/// Appends `lines` to the log; a failure is logged, never fatal, so that
+/// the program is still looked after when its log cannot be written.
+pub fn write_lines(log: &Mutex<LogWriter>, stream: LogStream, lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    let mut writer = log.lock().unwrap_or_else(PoisonError::into_inner);
+    for line in lines {
+        if let Err(error) = writer.append(stream, line) {
+            tracing::warn!(%error, "cannot write the container log");
+        }
+    }
+}
+
 /// Reads a container's log, then what is appended to it, across rotations.
 pub struct LogFollower {
     dir: PathBuf,
@@ -266,6 +354,46 @@ mod tests {
         assert_eq!(splitter.push(b"tail"), Vec::<String>::new());
         assert_eq!(splitter.finish().as_deref(), Some("tail"));
         assert_eq!(splitter.finish(), None);
+    }
+
+    #[tokio::test]
+    async fn pumps_carry_a_runs_output_into_the_log_line_by_line() {
+        use tokio::io::AsyncWriteExt;
+        let temp = tempfile::tempdir().expect("tempdir");
+        let log = Arc::new(Mutex::new(
+            LogWriter::open(temp.path(), LOG_MAX_BYTES).expect("log"),
+        ));
+        let (pumps, stdout, stderr) = LogPumps::start(&log);
+        let (Output::Writer(mut stdout), Output::Writer(mut stderr)) = (stdout, stderr) else {
+            panic!("pipes expected");
+        };
+        // Longer than a pump's first buffer, and cut across writes.
+        let long = "x".repeat(3000);
+        stdout
+            .write_all(format!("{long}\nfirst ").as_bytes())
+            .await
+            .expect("write");
+        stdout
+            .write_all(b"half\nunterminated")
+            .await
+            .expect("write");
+        stderr.write_all(b"oops\n").await.expect("write");
+        drop((stdout, stderr));
+        pumps.finish().await;
+        let entries = read_log(temp.path()).expect("read log");
+        let mut out: Vec<&str> = entries
+            .iter()
+            .filter(|e| e.stream == LogStream::Stdout)
+            .map(|e| e.line.as_str())
+            .collect();
+        assert_eq!(out.remove(0), long);
+        assert_eq!(out, ["first half", "unterminated"]);
+        let err: Vec<&str> = entries
+            .iter()
+            .filter(|e| e.stream == LogStream::Stderr)
+            .map(|e| e.line.as_str())
+            .collect();
+        assert_eq!(err, ["oops"]);
     }
 
     #[test]

@@ -105,9 +105,13 @@ impl Supervisor {
     /// returns when it ends for good or `stop` asks for it (a later
     /// [`KillMode::Immediate`] turns a graceful stop into an immediate one).
     /// `on_event` hears every step.
-    pub async fn run<E: Display>(
+    ///
+    /// `start` returns a future rather than being an async closure so that
+    /// a supervisor borrowing its caller's state can run in a spawned
+    /// (`Send`) task.
+    pub async fn run<E: Display, F: Future<Output = Result<SandboxHandle, E>>>(
         &self,
-        mut start: impl AsyncFnMut() -> Result<SandboxHandle, E>,
+        mut start: impl FnMut() -> F,
         stop: &mut watch::Receiver<Option<KillMode>>,
         mut on_event: impl FnMut(Event<'_>),
     ) -> Ended {

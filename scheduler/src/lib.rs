@@ -23,7 +23,7 @@ pub use manifest::{Manifest, ManifestError};
 pub use object::{Kind, Object};
 pub use placement::{Node, Unschedulable};
 pub use quantity::Resources;
-pub use store::{Applied, EventKind, Store, StoreError, WatchEvent};
+pub use store::{Applied, EventKind, PodStatusUpdate, Store, StoreError, WatchEvent};
 pub use validate::FieldError;
 
 /// The Kubernetes types berth speaks, re-exported so that front doors use

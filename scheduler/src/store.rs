@@ -7,8 +7,13 @@
 //! watch agree on order. `generation` counts changes of `spec` only; `status`
 //! is written apart from `spec` and never by an apply. A set of objects is
 //! applied in one transaction: either every object changes or none does.
+//!
+//! Pods' `status` is observed state, not desired state: the node agent
+//! writes it with [`Store::write_pod_statuses`], whose commits skip the
+//! fsync (see there). Everything else is durable when its call returns.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -24,6 +29,11 @@ const RESOURCE_VERSION: &str = "resourceVersion";
 
 /// How many changes a watcher may lag behind before it must list again.
 const WATCH_BUFFER: usize = 4096;
+
+/// Status writes committed without an fsync before one is made durable:
+/// redb reuses the pages that non-durable commits free only after a
+/// durable one, so this bounds how much the file can grow meanwhile.
+const UNSYNCED_STATUS_WRITES: u32 = 256;
 
 /// What went wrong with a store operation.
 #[derive(Debug, thiserror::Error)]
@@ -136,12 +146,27 @@ impl EventKind {
     }
 }
 
+/// A pod's observed state, as the node agent writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodStatusUpdate {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub name: String,
+    /// The pod's uid: a pod deleted and created again under the same name
+    /// is another pod, whose status this is not.
+    pub uid: String,
+    /// Its new status.
+    pub status: k8s_openapi::api::core::v1::PodStatus,
+}
+
 /// The store. Cheap to share behind an `Arc`; writes are serialized by the
 /// database.
 pub struct Store {
     db: redb::Database,
     events: broadcast::Sender<WatchEvent>,
     recorded: crate::events::Events,
+    unsynced: AtomicU32,
 }
 
 impl std::fmt::Debug for Store {
@@ -198,6 +223,7 @@ impl Store {
             db,
             events,
             recorded: crate::events::Events::new(),
+            unsynced: AtomicU32::new(0),
         })
     }
 
@@ -337,6 +363,66 @@ impl Store {
         })?;
         self.publish(changes);
         Ok(deleted)
+    }
+
+    /// Sets the `status` of pods, as the API server's status subresource
+    /// does (only `status` changes, whatever the pod's `resourceVersion`),
+    /// in one transaction; returns how many pods changed. A pod that no
+    /// longer exists, or exists with another uid, is skipped, and so is a
+    /// status that did not change.
+    ///
+    /// The commit is not made durable (no fsync): status is observed state,
+    /// which the node agent writes often and can always recompute. After a
+    /// power loss or a kill of the machine, the store may hold an older
+    /// status (the next durable write, a desired-state change or every few
+    /// hundred status writes, makes everything before it durable); the
+    /// agent rewrites every pod's status when it starts. A crash of the
+    /// process alone loses nothing.
+    pub fn write_pod_statuses(&self, updates: Vec<PodStatusUpdate>) -> Result<usize, StoreError> {
+        let durable = self.unsynced.fetch_add(1, Ordering::Relaxed) + 1 >= UNSYNCED_STATUS_WRITES;
+        if durable {
+            self.unsynced.store(0, Ordering::Relaxed);
+        }
+        let mut changes = Vec::new();
+        let mut txn = db!(self.db.begin_write())?;
+        if !durable {
+            db!(txn.set_durability(redb::Durability::None))?;
+        }
+        let work = |txn: &redb::WriteTransaction| -> Result<(), StoreError> {
+            for update in updates {
+                let current = match get_in(txn, Kind::Pod, &update.namespace, &update.name) {
+                    Ok(current) => current,
+                    Err(StoreError::NotFound { .. }) => continue,
+                    Err(error) => return Err(error),
+                };
+                let Object::Pod(mut pod) = current else {
+                    continue;
+                };
+                if pod.metadata.uid.as_deref() != Some(update.uid.as_str())
+                    || pod.status.as_ref() == Some(&update.status)
+                {
+                    continue;
+                }
+                pod.status = Some(update.status);
+                let mut next = Object::Pod(pod);
+                store_in(txn, &mut next)?;
+                changes.push(WatchEvent {
+                    kind: EventKind::Modified,
+                    object: next,
+                });
+            }
+            Ok(())
+        };
+        match work(&txn) {
+            Ok(()) => db!(txn.commit())?,
+            Err(error) => {
+                let _ = txn.abort();
+                return Err(error);
+            }
+        }
+        let changed = changes.len();
+        self.publish(changes);
+        Ok(changed)
     }
 
     fn write<T>(

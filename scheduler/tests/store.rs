@@ -201,3 +201,68 @@ fn a_corrupt_state_file_or_a_planted_record_is_an_error_not_a_panic() {
         "an apply over it is refused too"
     );
 }
+
+#[test]
+fn pod_statuses_are_written_together_and_only_for_the_same_pod() {
+    use berth_scheduler::PodStatusUpdate;
+    use berth_scheduler::k8s_openapi::api::core::v1::PodStatus;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("state.redb");
+    let store = Store::open(&path).expect("opens");
+    let pod = |name: &str| {
+        objects(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: 'x:1'}}]}}\n"
+        ))
+    };
+    let a = store.create(pod("a").remove(0)).expect("a");
+    store.create(pod("b").remove(0)).expect("b");
+    let uid = |o: &Object| o.metadata().uid.clone().expect("uid");
+    let running = PodStatus {
+        phase: Some("Running".to_owned()),
+        ..PodStatus::default()
+    };
+    let update = |name: &str, uid: String| PodStatusUpdate {
+        namespace: "default".to_owned(),
+        name: name.to_owned(),
+        uid,
+        status: running.clone(),
+    };
+    let mut watch = store.watch();
+    let written = store
+        .write_pod_statuses(vec![
+            update("a", uid(&a)),
+            update("b", "another pod's uid".to_owned()),
+            update("gone", "uid".to_owned()),
+        ])
+        .expect("writes");
+    assert_eq!(written, 1, "only the pod with that uid");
+    let event = watch.try_recv().expect("a watch event");
+    assert_eq!(
+        (event.kind, event.object.name()),
+        (EventKind::Modified, "a")
+    );
+    let phase = |name: &str| match store.get(Kind::Pod, "default", name) {
+        Ok(Object::Pod(pod)) => pod.status.and_then(|s| s.phase),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(phase("a").as_deref(), Some("Running"));
+    assert_eq!(phase("b"), None);
+    let stored = store.get(Kind::Pod, "default", "a").expect("a");
+    assert_eq!(stored.metadata().generation, Some(1), "status is not spec");
+    // The same status again changes nothing.
+    assert_eq!(
+        store
+            .write_pod_statuses(vec![update("a", uid(&a))])
+            .expect("writes"),
+        0
+    );
+    // Nothing was lost by the process: a reopened store has it.
+    drop(store);
+    let store = Store::open(&path).expect("reopens");
+    match store.get(Kind::Pod, "default", "a") {
+        Ok(Object::Pod(pod)) => {
+            assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Running"));
+        }
+        other => panic!("{other:?}"),
+    }
+}

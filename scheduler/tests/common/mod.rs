@@ -1,5 +1,7 @@
 //! What the scheduler's tests share: a two-replica Deployment and reading
 //! manifest text into objects.
+// Each test binary uses only part of this.
+#![allow(dead_code)]
 
 use berth_scheduler::{Object, manifest};
 
