@@ -133,3 +133,35 @@ impl Kubelet {
         }
     }
 }
+
+// Placeholders until the node agent lands: they keep the API server's
+// contract compiling and answer as an agent with no pods would.
+impl Kubelet {
+    /// Runs the store's pods until `shutdown` turns true.
+    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The log folder of a pod's container (this run's, or the previous
+    /// run's), for `berth_container::logs::LogFollower::open`.
+    pub fn log_path(
+        &self,
+        _ns: &str,
+        pod: &str,
+        _container: Option<&str>,
+        _previous: bool,
+    ) -> Result<PathBuf, LogsError> {
+        Err(LogsError::PodNotFound {
+            name: pod.to_owned(),
+        })
+    }
+
+    /// What the pods of `ns` (all when `None`) use now.
+    pub fn usage(&self, _ns: Option<&str>) -> Vec<PodUsage> {
+        Vec::new()
+    }
+}
