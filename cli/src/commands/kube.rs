@@ -565,7 +565,7 @@ pub struct ScaleArgs {
     #[arg(value_name = "NAME")]
     name: Option<String>,
     /// The number of replicas wanted.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     replicas: i64,
     /// The namespace (default: default).
     #[arg(short = 'n', long)]
