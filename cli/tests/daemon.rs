@@ -801,3 +801,76 @@ fn namespaces_hold_objects_apart() {
             .is_some_and(Vec::is_empty)
     });
 }
+
+impl Daemon {
+    /// Kills the daemon with SIGKILL (its socket stays behind) and starts
+    /// it again on the same data directory.
+    fn kill_and_restart(self) -> Daemon {
+        let Daemon {
+            berth,
+            mut served,
+            _config,
+        } = self;
+        let _ = served.child.kill();
+        let _ = served.child.wait();
+        drop(served);
+        let config = _config.path().join("daemon.yaml").display().to_string();
+        let served = Served::spawn_until(
+            berth.command(&["daemon", "--config", &config]),
+            "berth daemon started",
+        );
+        Daemon {
+            berth,
+            served,
+            _config,
+        }
+    }
+}
+
+#[test]
+fn desired_state_survives_sigkill_and_an_apply_is_all_or_nothing() {
+    let mut daemon = Daemon::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    daemon.ok(&["apply", "-f", &web_yaml()]);
+    daemon.ok(&["scale", "deploy/web", "--replicas", "3"]);
+    daemon.wait_until("3 pods", |d| d.items("pods").len() == 3);
+    let pods_before = names(&daemon.items("pods"));
+    daemon = daemon.kill_and_restart();
+    assert_eq!(daemon.json(&["deploy", "web"])["spec"]["replicas"], 3);
+    assert_eq!(names(&daemon.items("pods")), pods_before);
+
+    // Twenty Deployments in one file, the daemon killed while applying:
+    // after a restart there are all of them or none.
+    let seed = std::fs::read_to_string(web_yaml()).expect("seed");
+    let many: Vec<String> = (0..20)
+        .map(|n| {
+            seed.replace("name: web", &format!("name: app{n}"))
+                .replace("replicas: 2", "replicas: 1")
+        })
+        .collect();
+    let file = write(dir.path(), "many.yaml", &many.join("---\n"));
+    for delay_ms in [0u64, 20, 60] {
+        let mut apply = daemon.berth.command(&["apply", "-f", &file]);
+        apply
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut apply = apply.spawn().expect("spawn apply");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        daemon = daemon.kill_and_restart();
+        let _ = apply.kill();
+        let _ = apply.wait();
+        let count = daemon
+            .items("deploy")
+            .iter()
+            .filter(|d| d["metadata"]["name"] != "web")
+            .count();
+        assert!(
+            count == 0 || count == 20,
+            "after {delay_ms} ms: {count} of 20"
+        );
+        daemon.ok(&["apply", "-f", &file]);
+        daemon.wait_until("each app has its pod", |d| d.items("pods").len() == 23);
+        daemon.ok(&["delete", "-f", &file]);
+        daemon.wait_until("the apps' pods are gone", |d| d.items("pods").len() == 3);
+    }
+}

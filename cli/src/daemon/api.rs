@@ -301,7 +301,8 @@ impl Filter {
                 .as_deref()
                 .is_none_or(|ns| !self.kind.namespaced() || object.namespace() == ns)
             && self.labels.matches(object.metadata().labels.as_ref())
-            && self.fields.matches(&object.to_json())
+            // Serializing the object is the costly part: only when asked.
+            && (self.fields.is_empty() || self.fields.matches(&object.to_json()))
     }
 }
 

@@ -142,6 +142,11 @@ impl FieldSelector {
         Ok(FieldSelector(terms))
     }
 
+    /// Whether there is no term (everything matches).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether the object's JSON satisfies every term (a missing field
     /// reads as "").
     pub fn matches(&self, object: &serde_json::Value) -> bool {
