@@ -636,6 +636,18 @@ fn get_watch_prints_changes_as_they_happen() {
             .any(|l| l.starts_with("web") && l.contains("/4")),
         "{log}"
     );
+    // Stopping the daemon ends its open watches, and the watch command.
+    let status = daemon.stop();
+    assert!(status.success(), "{status}");
+    let mut watch = watch;
+    let started = Instant::now();
+    while watch.child.try_wait().expect("wait").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "get -w did not end with the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -749,6 +761,14 @@ fn the_socket_is_owner_only_and_one_daemon_serves_a_home() {
     let status = daemon.stop();
     assert!(status.success(), "{status}");
     assert!(!socket.exists(), "the socket is removed on a clean stop");
+    // Something that is not a socket at its path is never removed.
+    let berth = Berth::new();
+    let planted = berth.home.path().join("berth.sock");
+    std::fs::write(&planted, "mine").expect("plant a file");
+    let run = berth.run(&["daemon"]);
+    assert_ne!(run.code, Some(0));
+    assert!(run.stderr.contains("is not a socket"), "{run:?}");
+    assert_eq!(std::fs::read_to_string(&planted).expect("kept"), "mine");
 }
 
 #[test]
