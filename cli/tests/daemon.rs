@@ -544,6 +544,24 @@ fn status_errors_have_the_api_servers_shape() {
         Some(&too_big),
     );
     expect_status(&refused, 413, "RequestEntityTooLarge");
+    expect_status(
+        &daemon.request(
+            "DELETE",
+            "/apis/apps/v1/namespaces/default/deployments",
+            None,
+        ),
+        405,
+        "MethodNotAllowed",
+    );
+    expect_status(
+        &daemon.request(
+            "GET",
+            "/apis/apps/v1/namespaces/default/deployments?watch=true&timeoutSeconds=soon",
+            None,
+        ),
+        400,
+        "BadRequest",
+    );
     let version = json(&daemon.request("GET", "/version", None).1);
     assert_eq!(version["major"], "1");
     assert_eq!(

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -114,6 +114,15 @@ impl Api {
             .route("/apis/metrics.k8s.io/v1beta1/pods", get(metrics_all))
             .route("/apis/berth.dev/v1/apply", post(apply))
             .fallback(|| async { ApiError::no_resource() })
+            .method_not_allowed_fallback(|method: axum::http::Method| async move {
+                ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    format!(
+                        "the server does not allow this method on the requested resource ({method})"
+                    ),
+                )
+            })
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(Arc::new(self))
     }
@@ -146,6 +155,29 @@ fn kind_for(uri_path: &str, resource: &str) -> Result<Kind, ApiError> {
 }
 
 // ---- shared helpers ----
+
+/// A query string, refused as a `Status` when it cannot be read.
+struct ApiQuery<T>(T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|rejection| {
+                ApiError::bad_request(format!("query string: {}", rejection.body_text()))
+            })
+    }
+}
 
 /// Runs store work off the async workers (redb writes fsync).
 async fn blocking<T: Send + 'static>(
@@ -450,14 +482,17 @@ fn change_line(change: &Change) -> Bytes {
     watch_line(change.event.kind.as_str(), &change.event.object.to_json())
 }
 
-async fn list_namespaces(State(api): State<Shared>, Query(query): Query<ListQuery>) -> ApiResult {
+async fn list_namespaces(
+    State(api): State<Shared>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult {
     list(api, Kind::Namespace, None, query).await
 }
 
 async fn list_core_in(
     State(api): State<Shared>,
     Path((ns, resource)): Path<(String, String)>,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult {
     if resource == "events" {
         return events(api, Some(ns), query);
@@ -468,7 +503,7 @@ async fn list_core_in(
 async fn list_core_all(
     State(api): State<Shared>,
     Path(resource): Path<String>,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult {
     if resource == "events" {
         return events(api, None, query);
@@ -479,7 +514,7 @@ async fn list_core_all(
 async fn list_apps_in(
     State(api): State<Shared>,
     Path((ns, resource)): Path<(String, String)>,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult {
     list(api, apps_kind(&resource)?, Some(ns), query).await
 }
@@ -487,7 +522,7 @@ async fn list_apps_in(
 async fn list_apps_all(
     State(api): State<Shared>,
     Path(resource): Path<String>,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult {
     list(api, apps_kind(&resource)?, None, query).await
 }
@@ -1057,7 +1092,7 @@ struct ApplyQuery {
 /// documents or a `v1 List`) in one transaction: all or nothing.
 async fn apply(
     State(api): State<Shared>,
-    Query(query): Query<ApplyQuery>,
+    ApiQuery(query): ApiQuery<ApplyQuery>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult {
     let text = body_text(body)?;
@@ -1133,7 +1168,7 @@ fn lines_of(entries: &[berth_container::logs::LogEntry]) -> Bytes {
 async fn pod_log(
     State(api): State<Shared>,
     Path((ns, name)): Path<(String, String)>,
-    Query(query): Query<LogQuery>,
+    ApiQuery(query): ApiQuery<LogQuery>,
 ) -> ApiResult {
     let follow = is_true(query.follow.as_deref());
     let previous = is_true(query.previous.as_deref());
