@@ -266,6 +266,20 @@ fn apply_of_the_seed_deployment_makes_a_replicaset_and_two_pods() {
             .contains("No resources found in default namespace."),
         "{none:?}"
     );
+    let several = daemon.ok(&["get", "deploy,rs"]);
+    assert!(
+        several.contains("\ndeployment.apps/web ") && several.contains("\nreplicaset.apps/web-"),
+        "{several}"
+    );
+    let missing = daemon.run(&["get", "deploy", "web", "nope"]);
+    assert_eq!(missing.code, Some(1), "{missing:?}");
+    assert!(missing.stdout.contains("web"), "{missing:?}");
+    assert!(
+        missing
+            .stderr
+            .contains("Error from server (NotFound): deployments.apps \"nope\" not found"),
+        "{missing:?}"
+    );
     let yaml = daemon.ok(&["get", "deploy/web", "-o", "yaml"]);
     assert!(yaml.contains("kind: Deployment"), "{yaml}");
     let described = daemon.ok(&["describe", "deployment", "web"]);

@@ -260,20 +260,19 @@ fn namespace_of(namespace: &Option<String>) -> String {
     namespace.clone().unwrap_or_else(|| "default".to_owned())
 }
 
-/// `berth get`.
-pub fn get_command(args: GetArgs) -> Result<u8> {
-    let format = format(args.output.as_deref())?;
-    let (kind, inline) = resource(&args.resource)?;
-    let mut names = args.names.clone();
-    names.extend(inline);
-    let namespace = namespace_of(&args.namespace);
-    let scope = (!args.all_namespaces).then_some(namespace.as_str());
-    let client = Client::new(&args.connection)?;
-    let wide_namespace = args.all_namespaces && kind.namespaced();
-
-    let (objects, version) = if names.is_empty() {
+/// A list's objects and version, or the named objects (errors for the
+/// missing ones printed, and flagged).
+fn fetch(
+    client: &Client,
+    kind: Kind,
+    names: &[String],
+    namespace: &str,
+    scope: Option<&str>,
+    selector: Option<&str>,
+) -> Result<(Vec<Object>, Option<String>, bool)> {
+    if names.is_empty() {
         let mut path = collection_path(kind, scope);
-        if let Some(selector) = &args.selector {
+        if let Some(selector) = selector {
             path.push_str(&format!("?labelSelector={}", encode(selector)));
         }
         let list = client.get(&path)?;
@@ -288,25 +287,108 @@ pub fn get_command(args: GetArgs) -> Result<u8> {
             .into_iter()
             .map(|item| object_from(kind, item))
             .collect::<Result<Vec<_>>>()?;
-        (objects, Some(version))
-    } else {
-        let mut objects = Vec::new();
-        let mut failed = false;
-        for name in &names {
-            match client.get(&object_path(kind, &namespace, name)) {
-                Ok(value) => objects.push(object_from(kind, value)?),
-                Err(error) if error.downcast_ref::<ServerError>().is_some() => {
-                    eprintln!("{error}");
-                    failed = true;
-                }
-                Err(error) => return Err(error),
+        return Ok((objects, Some(version), false));
+    }
+    let mut objects = Vec::new();
+    let mut failed = false;
+    for name in names {
+        let path = if kind.namespaced() {
+            object_path(kind, namespace, name)
+        } else {
+            format!("/api/v1/namespaces/{}", encode(name))
+        };
+        match client.get(&path) {
+            Ok(value) => objects.push(object_from(kind, value)?),
+            Err(error) if error.downcast_ref::<ServerError>().is_some() => {
+                eprintln!("{error}");
+                failed = true;
             }
+            Err(error) => return Err(error),
         }
-        if failed && objects.is_empty() {
-            return Ok(EXIT_FAILED);
+    }
+    Ok((objects, None, failed))
+}
+
+/// `berth get TYPE,TYPE...`: a table per type, names as `kind/name`.
+fn get_several(args: &GetArgs, format: Format) -> Result<u8> {
+    if args.watch {
+        bail!("you may only specify a single resource type with --watch");
+    }
+    let kinds = args
+        .resource
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(|t| match resource(t)? {
+            (kind, None) => Ok(kind),
+            (_, Some(_)) => bail!("TYPE/NAME cannot be combined with other types: {t}"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let namespace = namespace_of(&args.namespace);
+    let scope = (!args.all_namespaces).then_some(namespace.as_str());
+    let client = Client::new(&args.connection)?;
+    let mut all = Vec::new();
+    let mut text = String::new();
+    let mut failed = false;
+    for kind in kinds {
+        let (objects, _, missing) = fetch(
+            &client,
+            kind,
+            &args.names,
+            &namespace,
+            scope,
+            args.selector.as_deref(),
+        )?;
+        failed |= missing;
+        if matches!(format, Format::Table | Format::Wide) && !objects.is_empty() {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            let wide_namespace = args.all_namespaces && kind.namespaced();
+            text.push_str(&print::render(
+                &objects,
+                kind,
+                format,
+                wide_namespace,
+                false,
+                true,
+            )?);
         }
-        (objects, None)
-    };
+        all.extend(objects);
+    }
+    if !matches!(format, Format::Table | Format::Wide) {
+        let kind = all.first().map(Object::kind).unwrap_or(Kind::Pod);
+        text = print::render(&all, kind, format, false, false, true)?;
+    } else if all.is_empty() {
+        eprintln!("No resources found in {namespace} namespace.");
+    }
+    print!("{text}");
+    Ok(if failed { EXIT_FAILED } else { 0 })
+}
+
+/// `berth get`.
+pub fn get_command(args: GetArgs) -> Result<u8> {
+    let format = format(args.output.as_deref())?;
+    if args.resource.contains(',') {
+        return get_several(&args, format);
+    }
+    let (kind, inline) = resource(&args.resource)?;
+    let mut names = args.names.clone();
+    names.extend(inline);
+    let namespace = namespace_of(&args.namespace);
+    let scope = (!args.all_namespaces).then_some(namespace.as_str());
+    let client = Client::new(&args.connection)?;
+    let wide_namespace = args.all_namespaces && kind.namespaced();
+    let (objects, version, failed) = fetch(
+        &client,
+        kind,
+        &names,
+        &namespace,
+        scope,
+        args.selector.as_deref(),
+    )?;
+    if failed && objects.is_empty() {
+        return Ok(EXIT_FAILED);
+    }
 
     let single = names.len() == 1 && objects.len() == 1;
     if objects.is_empty() && matches!(format, Format::Table | Format::Wide) && !args.watch {
@@ -317,12 +399,12 @@ pub fn get_command(args: GetArgs) -> Result<u8> {
         }
     } else {
         let mut out = std::io::stdout().lock();
-        let text = print::render(&objects, kind, format, wide_namespace, single)?;
+        let text = print::render(&objects, kind, format, wide_namespace, single, false)?;
         out.write_all(text.as_bytes())?;
         out.flush()?;
     }
     if !args.watch {
-        return Ok(0);
+        return Ok(if failed { EXIT_FAILED } else { 0 });
     }
     let mut path = collection_path(kind, scope);
     let mut query = vec!["watch=true".to_owned()];

@@ -204,9 +204,13 @@ fn header(kind: Kind, wide: bool, namespace: bool) -> Vec<String> {
     columns.into_iter().map(str::to_owned).collect()
 }
 
-fn row(object: &Object, wide: bool, namespace: bool) -> Vec<String> {
+fn row(object: &Object, wide: bool, namespace: bool, qualified: bool) -> Vec<String> {
     let meta = object.metadata();
-    let name = object.name().to_owned();
+    let name = if qualified {
+        object.reference()
+    } else {
+        object.name().to_owned()
+    };
     let created = age(meta.creation_timestamp.as_ref());
     let mut cells = match object {
         Object::Pod(pod) => {
@@ -298,19 +302,21 @@ fn list_value(objects: &[Object], single: bool) -> serde_json::Value {
     })
 }
 
-/// `get`'s output for `objects`.
+/// `get`'s output for `objects` (names as `kind/name` when `qualified`,
+/// as kubectl shows several types).
 pub fn render(
     objects: &[Object],
     kind: Kind,
     format: Format,
     namespace: bool,
     single: bool,
+    qualified: bool,
 ) -> Result<String> {
     Ok(match format {
         Format::Table | Format::Wide => {
             let wide = format == Format::Wide;
             let mut rows = vec![header(kind, wide, namespace)];
-            rows.extend(objects.iter().map(|o| row(o, wide, namespace)));
+            rows.extend(objects.iter().map(|o| row(o, wide, namespace, qualified)));
             super::table(&rows)
         }
         Format::Json => {
@@ -330,7 +336,7 @@ pub fn render(
 pub fn widths(objects: &[Object], kind: Kind, format: Format, namespace: bool) -> Vec<usize> {
     let wide = format == Format::Wide;
     let mut rows = vec![header(kind, wide, namespace)];
-    rows.extend(objects.iter().map(|o| row(o, wide, namespace)));
+    rows.extend(objects.iter().map(|o| row(o, wide, namespace, false)));
     let mut widths = vec![0; rows[0].len()];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -350,7 +356,7 @@ pub fn watch_row(
 ) -> Result<String> {
     Ok(match format {
         Format::Table | Format::Wide => {
-            let cells = row(object, format == Format::Wide, namespace);
+            let cells = row(object, format == Format::Wide, namespace, false);
             let mut line = String::new();
             for (index, cell) in cells.iter().enumerate() {
                 line.push_str(cell);
