@@ -36,6 +36,8 @@ struct Recent {
     changes: VecDeque<Arc<Change>>,
     /// Every change after this version is in `changes`.
     floor: u64,
+    /// How many changes are kept.
+    kept: usize,
 }
 
 /// Where a new watch starts.
@@ -60,13 +62,19 @@ impl WatchCache {
     /// A cache fed from `store` by a task that ends when the store's watch
     /// does. Call inside a Tokio runtime.
     pub fn start(store: &Store) -> Arc<WatchCache> {
+        WatchCache::keeping(store, KEPT)
+    }
+
+    /// [`WatchCache::start`], keeping `kept` changes.
+    fn keeping(store: &Store, kept: usize) -> Arc<WatchCache> {
         let mut changes = store.watch();
         let floor = store.resource_version().unwrap_or(0);
-        let (fan_out, _) = broadcast::channel(KEPT);
+        let (fan_out, _) = broadcast::channel(kept.max(1));
         let cache = Arc::new(WatchCache {
             inner: Mutex::new(Recent {
                 changes: VecDeque::new(),
                 floor,
+                kept,
             }),
             fan_out,
         });
@@ -92,7 +100,7 @@ impl WatchCache {
         if change.version <= recent.floor {
             return;
         }
-        if recent.changes.len() == KEPT
+        if recent.changes.len() >= recent.kept
             && let Some(oldest) = recent.changes.pop_front()
         {
             recent.floor = oldest.version;
@@ -130,5 +138,61 @@ impl WatchCache {
             .cloned()
             .collect();
         Start::Resume(kept, self.fan_out.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_scheduler::Object;
+    use berth_scheduler::k8s_openapi::api::core::v1::Namespace;
+
+    fn namespace(name: &str) -> Object {
+        let mut namespace = Namespace::default();
+        namespace.metadata.name = Some(name.to_owned());
+        Object::Namespace(namespace)
+    }
+
+    async fn settled(cache: &WatchCache, newest: u64) {
+        for _ in 0..500 {
+            let recent = cache.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            if recent.changes.back().is_some_and(|c| c.version == newest) {
+                return;
+            }
+            drop(recent);
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the cache did not see version {newest}");
+    }
+
+    #[tokio::test]
+    async fn a_watch_resumes_after_a_version_or_is_told_it_expired() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("state.redb")).expect("store");
+        let cache = WatchCache::keeping(&store, 2);
+        for name in ["a", "b", "c", "d"] {
+            store.apply(vec![namespace(name)]).expect("apply");
+        }
+        let newest = store.resource_version().expect("version");
+        settled(&cache, newest).await;
+        match cache.resume(newest - 1) {
+            Start::Resume(kept, _) => {
+                assert_eq!(kept.len(), 1);
+                assert_eq!(kept[0].event.object.name(), "d");
+            }
+            Start::Expired => panic!("the newest change is kept"),
+        }
+        assert!(matches!(cache.resume(0), Start::Expired));
+        let Start::Resume(kept, mut live) = cache.resume(newest) else {
+            panic!("a watch from now is never expired");
+        };
+        assert!(kept.is_empty());
+        store.apply(vec![namespace("e")]).expect("apply");
+        let change = tokio::time::timeout(std::time::Duration::from_secs(10), live.recv())
+            .await
+            .expect("a live change in time")
+            .expect("a change");
+        assert_eq!(change.event.object.name(), "e");
+        assert_eq!(change.version, newest + 1);
     }
 }
