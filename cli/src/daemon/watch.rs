@@ -155,11 +155,13 @@ mod tests {
 
     async fn settled(cache: &WatchCache, newest: u64) {
         for _ in 0..500 {
-            let recent = cache.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            if recent.changes.back().is_some_and(|c| c.version == newest) {
+            let seen = {
+                let recent = cache.inner.lock().unwrap_or_else(PoisonError::into_inner);
+                recent.changes.back().is_some_and(|c| c.version == newest)
+            };
+            if seen {
                 return;
             }
-            drop(recent);
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("the cache did not see version {newest}");
