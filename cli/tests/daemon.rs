@@ -818,6 +818,28 @@ fn without_a_daemon_the_commands_say_how_to_start_one() {
 }
 
 #[test]
+fn apply_reads_stdin_and_puts_namespaces_first() {
+    let daemon = Daemon::start();
+    let seed = std::fs::read_to_string(web_yaml()).expect("seed");
+    let text = format!(
+        "{}---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n",
+        seed.replace("  name: web\n", "  name: web\n  namespace: shop\n")
+    );
+    let run = daemon.berth.run_with(
+        daemon.berth.command(&["apply", "-f", "-"]),
+        Some(text.as_bytes()),
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        run.stdout,
+        "namespace/shop created\ndeployment.apps/web created\n"
+    );
+    let listed = daemon.json(&["deploy", "-n", "shop"]);
+    assert_eq!(names(listed["items"].as_array().expect("items")), ["web"]);
+}
+
+#[test]
 fn namespaces_hold_objects_apart() {
     let daemon = Daemon::start();
     let dir = tempfile::tempdir().expect("temp dir");

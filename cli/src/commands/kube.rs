@@ -180,6 +180,8 @@ pub struct CreateArgs {
 pub fn create_command(args: CreateArgs) -> Result<u8> {
     let mut manifests = read_manifests(&args.files)?;
     place(&mut manifests, args.namespace.as_deref())?;
+    // Namespaces before what lives in them, whatever the order given.
+    manifests.sort_by_key(|m| m.object.kind() != Kind::Namespace);
     let client = Client::new(&args.connection)?;
     let mut code = 0;
     for manifest in &manifests {

@@ -1113,6 +1113,8 @@ async fn apply(
         );
         objects.push(manifest.object);
     }
+    // Namespaces before what lives in them, whatever the order given.
+    objects.sort_by_key(|o| o.kind() != Kind::Namespace);
     let store = Arc::clone(&api.store);
     let applied = blocking(move || Ok(store.apply(objects)?)).await?;
     let results: Vec<serde_json::Value> = applied
