@@ -948,3 +948,126 @@ fn desired_state_survives_sigkill_and_an_apply_is_all_or_nothing() {
         daemon.wait_until("the apps' pods are gone", |d| d.items("pods").len() == 3);
     }
 }
+
+/// Forwards TCP connections on a loopback port to the daemon's socket, so
+/// that a client without unix-socket support (kubectl) reaches the API as
+/// the socket's owner would. Lives as long as the test process.
+fn socket_on_tcp(socket: PathBuf) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            let Ok(server) = std::os::unix::net::UnixStream::connect(&socket) else {
+                return;
+            };
+            let (Ok(mut client_read), Ok(mut server_read)) =
+                (client.try_clone(), server.try_clone())
+            else {
+                return;
+            };
+            let (mut client_write, mut server_write) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client_read, &mut server_write);
+                let _ = server_write.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server_read, &mut client_write);
+                let _ = client_write.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn real_kubectl_drives_the_api() {
+    let Some(kubectl) = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("kubectl"))
+            .find(|candidate| candidate.is_file())
+    }) else {
+        eprintln!("skipped: no kubectl on PATH");
+        return;
+    };
+    let daemon = Daemon::start();
+    let port = socket_on_tcp(daemon.socket());
+    let kube = tempfile::tempdir().expect("temp dir");
+    let kubectl = |args: &[&str]| {
+        let mut command = std::process::Command::new(&kubectl);
+        command
+            .args(["--server", &format!("http://127.0.0.1:{port}")])
+            .args(args)
+            .env("KUBECONFIG", kube.path().join("none"))
+            .env("HOME", kube.path());
+        daemon
+            .berth
+            .run_with(command, None, Duration::from_secs(60))
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    // kubectl validates against the server's OpenAPI schema, which berth
+    // does not serve: the daemon validates every object itself.
+    let applied = kubectl(&["apply", "--validate=false", "-f", &web_yaml()]);
+    assert_eq!(
+        applied.stdout, "deployment.apps/web created\n",
+        "{applied:?}"
+    );
+    let v2 = std::fs::read_to_string(web_yaml())
+        .expect("seed")
+        .replace("image: web:1.0", "image: web:2.0");
+    let v2 = write(dir.path(), "web-v2.yaml", &v2);
+    let applied = kubectl(&["apply", "--validate=false", "-f", &v2]);
+    assert_eq!(
+        applied.stdout, "deployment.apps/web configured\n",
+        "{applied:?}"
+    );
+    // kubectl apply sends a strategic merge patch of the image alone: the
+    // container keeps its ports and limits.
+    let deployment = daemon.json(&["deploy", "web"]);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "web:2.0", "{container}");
+    assert_eq!(container["ports"][0]["containerPort"], 8080, "{container}");
+    assert_eq!(
+        container["resources"]["limits"]["cpu"], "200m",
+        "{container}"
+    );
+    let listed = kubectl(&["get", "deployments", "-o", "json"]);
+    assert_eq!(json(&listed.stdout)["items"][0]["metadata"]["name"], "web");
+    let scaled = kubectl(&["scale", "deployment/web", "--replicas=3"]);
+    assert_eq!(scaled.stdout, "deployment.apps/web scaled\n", "{scaled:?}");
+    assert_eq!(daemon.json(&["deploy", "web"])["spec"]["replicas"], 3);
+    daemon.wait_until("two revisions", |d| d.items("rs").len() == 2);
+    let undone = kubectl(&["rollout", "undo", "deployment/web"]);
+    assert_eq!(
+        undone.stdout, "deployment.apps/web rolled back\n",
+        "{undone:?}"
+    );
+    assert_eq!(
+        daemon.json(&["deploy", "web"])["spec"]["template"]["spec"]["containers"][0]["image"],
+        "web:1.0"
+    );
+    let missing = kubectl(&["delete", "pod", "nope"]);
+    assert!(
+        missing
+            .stderr
+            .contains("Error from server (NotFound): pods \"nope\" not found"),
+        "{missing:?}"
+    );
+    let created = kubectl(&["create", "--validate=false", "-f", &web_yaml()]);
+    assert!(
+        created.stderr.contains("(AlreadyExists)") && created.stderr.contains("already exists"),
+        "{created:?}"
+    );
+    let resources = kubectl(&["api-resources"]);
+    assert!(
+        resources
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("deployments") && l.contains("deploy")),
+        "{resources:?}"
+    );
+    let deleted = kubectl(&["delete", "deployment", "web"]);
+    assert_eq!(
+        deleted.stdout, "deployment.apps \"web\" deleted\n",
+        "{deleted:?}"
+    );
+}

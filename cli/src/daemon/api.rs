@@ -28,6 +28,8 @@ use berth_scheduler::{Kind, Object, Store, controller, manifest};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, watch};
 
+use super::discovery;
+use super::patch;
 use super::select::{FieldSelector, LabelSelector};
 use super::status::{ApiError, json_response};
 use super::watch::{Change, Start, WatchCache};
@@ -76,6 +78,14 @@ impl Api {
             .route("/livez", get(|| async { "ok" }))
             .route("/readyz", get(|| async { "ok" }))
             .route("/version", get(version))
+            .route("/api", get(|| async { discovery::versions() }))
+            .route("/apis", get(|| async { discovery::groups() }))
+            .route("/api/v1", get(|| async { discovery::core() }))
+            .route("/apis/apps/v1", get(|| async { discovery::apps() }))
+            .route(
+                "/apis/metrics.k8s.io/v1beta1",
+                get(|| async { discovery::metrics() }),
+            )
             .route(
                 "/api/v1/namespaces",
                 get(list_namespaces).post(create_namespace),
@@ -714,57 +724,58 @@ async fn delete_object(
 
 // ---- patch ----
 
-/// RFC 7386 JSON merge patch.
-fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
-    match patch {
-        serde_json::Value::Object(changes) => {
-            if !target.is_object() {
-                *target = serde_json::Value::Object(Default::default());
-            }
-            if let Some(map) = target.as_object_mut() {
-                for (key, value) in changes {
-                    if value.is_null() {
-                        map.remove(key);
-                    } else {
-                        merge_patch(
-                            map.entry(key.clone()).or_insert(serde_json::Value::Null),
-                            value,
-                        );
-                    }
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
-
-/// The patch of a PATCH body: merge and strategic-merge patches (read as
-/// merge patches: lists are replaced whole).
-fn patch_body(headers: &HeaderMap, text: &str) -> Result<serde_json::Value, ApiError> {
+/// A PATCH body: its format (by `Content-Type`) and the patch.
+fn patch_body(
+    headers: &HeaderMap,
+    text: &str,
+) -> Result<(patch::Format, serde_json::Value), ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/merge-patch+json");
-    if !matches!(
-        content_type.split(';').next().unwrap_or("").trim(),
-        "application/merge-patch+json" | "application/strategic-merge-patch+json"
-    ) {
-        return Err(ApiError::new(
+    let format = patch::Format::from_content_type(content_type).ok_or_else(|| {
+        ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format ({content_type}): accepted are application/merge-patch+json and application/strategic-merge-patch+json"
+                "the body of the request was in an unknown format ({content_type}): accepted are application/merge-patch+json, application/strategic-merge-patch+json and application/json-patch+json"
             ),
-        ));
-    }
-    let patch: serde_json::Value = serde_json::from_str(text)
+        )
+    })?;
+    let body: serde_json::Value = serde_json::from_str(text)
         .map_err(|error| ApiError::bad_request(format!("request body: not JSON: {error}")))?;
-    if !patch.is_object() {
+    let shape_ok = match format {
+        patch::Format::Json => body.is_array(),
+        patch::Format::Merge | patch::Format::Strategic => body.is_object(),
+    };
+    if !shape_ok {
         return Err(ApiError::bad_request(
-            "request body: a patch is a JSON object",
+            "request body: a JSON patch is a list of operations; a merge patch is an object",
         ));
     }
-    Ok(patch)
+    Ok((format, body))
+}
+
+/// Whether a patch names the `resourceVersion` it was made against.
+fn pins_version(format: patch::Format, body: &serde_json::Value) -> bool {
+    match format {
+        patch::Format::Json => body
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|op| op["path"] == "/metadata/resourceVersion"),
+        patch::Format::Merge | patch::Format::Strategic => {
+            body.pointer("/metadata/resourceVersion").is_some()
+        }
+    }
+}
+
+fn patch_failed(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        format!("the patch cannot be applied: {message}"),
+    )
 }
 
 /// How many times a patch is retried when a controller wrote in between.
@@ -775,41 +786,33 @@ async fn patch(
     kind: Kind,
     namespace: String,
     name: String,
-    mut patch: serde_json::Value,
+    (format, body): (patch::Format, serde_json::Value),
 ) -> ApiResult {
-    if let Some(map) = patch.as_object_mut() {
-        map.remove("status");
-    }
-    let pinned = patch.pointer("/metadata/resourceVersion").is_some();
+    let pinned = pins_version(format, &body);
     let store = Arc::clone(&api.store);
     let (patched, warnings) = blocking(move || {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let current = match store.get(kind, &namespace, &name) {
-                Err(berth_scheduler::StoreError::NotFound { .. })
-                    if kind == Kind::Namespace && name == "default" =>
-                {
-                    default_namespace()
+            let current = store.get(kind, &namespace, &name)?;
+            let current_json = current.to_json();
+            let mut value = current_json.clone();
+            patch::apply(format, &mut value, &body).map_err(patch_failed)?;
+            // `status` is the controllers': a patch of the object leaves it.
+            match current_json.get("status") {
+                Some(status) => value["status"] = status.clone(),
+                None => {
+                    if let Some(map) = value.as_object_mut() {
+                        map.remove("status");
+                    }
                 }
-                other => other?,
-            };
-            let mut value = current.to_json();
-            merge_patch(&mut value, &patch);
+            }
             let (object, warnings) = one_object(&value.to_string(), kind)?;
             check_name(&object, &name)?;
             match store.replace(object) {
                 Ok(stored) => return Ok((stored, warnings)),
                 Err(berth_scheduler::StoreError::Conflict { .. })
                     if !pinned && attempt < PATCH_ATTEMPTS => {}
-                Err(berth_scheduler::StoreError::NotFound { .. })
-                    if kind == Kind::Namespace && name == "default" =>
-                {
-                    let (object, _) = one_object(&value.to_string(), kind)?;
-                    let mut applied = store.apply(vec![object])?;
-                    let (stored, _) = applied.remove(0);
-                    return Ok((stored, warnings));
-                }
                 Err(error) => return Err(error.into()),
             }
         }
@@ -1008,12 +1011,17 @@ async fn patch_sub(
     let (lookup_ns, lookup_name) = (ns.clone(), name.clone());
     let current = blocking(move || Ok(store.get(kind, &lookup_ns, &lookup_name)?)).await?;
     let mut scale = scale_of(&current);
-    merge_patch(&mut scale, &patch);
+    let (format, body) = patch;
+    patch::apply(format, &mut scale, &body).map_err(patch_failed)?;
     let replicas = replicas_of(&scale)?;
-    let version = patch
-        .pointer("/metadata/resourceVersion")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
+    let version = pins_version(format, &body)
+        .then(|| {
+            scale
+                .pointer("/metadata/resourceVersion")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
+        .flatten();
     set_replicas(api, kind, ns, name, replicas, version).await
 }
 
@@ -1321,19 +1329,6 @@ async fn version() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn merge_patch_follows_rfc_7386() {
-        let mut target = serde_json::json!({"a": "b", "c": {"d": "e", "f": "g"}, "l": [1, 2]});
-        merge_patch(
-            &mut target,
-            &serde_json::json!({"a": "z", "c": {"f": null}, "l": [3]}),
-        );
-        assert_eq!(
-            target,
-            serde_json::json!({"a": "z", "c": {"d": "e"}, "l": [3]})
-        );
-    }
 
     #[test]
     fn scale_replicas_are_checked() {

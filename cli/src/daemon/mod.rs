@@ -12,6 +12,8 @@
 
 pub mod api;
 pub mod config;
+pub mod discovery;
+pub mod patch;
 pub mod select;
 pub mod status;
 pub mod watch;
