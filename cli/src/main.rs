@@ -62,7 +62,7 @@ enum Command {
     Logout(image::LogoutArgs),
     /// List containers run with -d.
     Ps(container::PsArgs),
-    /// Print a container's output.
+    /// Print a container's output, or a pod's (from the daemon).
     Logs(container::LogsArgs),
     /// Stop running containers.
     Stop(container::StopArgs),

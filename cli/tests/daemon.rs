@@ -1030,6 +1030,14 @@ fn real_kubectl_drives_the_api() {
         container["resources"]["limits"]["cpu"], "200m",
         "{container}"
     );
+    // The daemon renders kubectl's columns as a server-side Table.
+    let table = kubectl(&["get", "deployments"]);
+    assert!(
+        table
+            .stdout
+            .starts_with("NAME   READY   UP-TO-DATE   AVAILABLE   AGE\nweb    0/2"),
+        "{table:?}"
+    );
     let listed = kubectl(&["get", "deployments", "-o", "json"]);
     assert_eq!(json(&listed.stdout)["items"][0]["metadata"]["name"], "web");
     let scaled = kubectl(&["scale", "deployment/web", "--replicas=3"]);

@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use berth_scheduler::k8s_openapi;
 use berth_scheduler::kubelet::{Kubelet, LogsError};
-use berth_scheduler::{Kind, Object, Store, controller, manifest};
+use berth_scheduler::{Kind, Object, Store, columns, controller, manifest};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -32,7 +32,7 @@ use super::discovery;
 use super::patch;
 use super::select::{FieldSelector, LabelSelector};
 use super::status::{ApiError, json_response};
-use super::watch::{Change, Start, WatchCache};
+use super::watch::{Start, WatchCache};
 
 /// The largest request body read (as large as the largest manifest).
 pub const MAX_BODY_BYTES: usize = manifest::MAX_MANIFEST_BYTES as usize;
@@ -352,10 +352,17 @@ fn is_true(flag: Option<&str>) -> bool {
     matches!(flag, Some("true" | "1"))
 }
 
-async fn list(api: Shared, kind: Kind, namespace: Option<String>, query: ListQuery) -> ApiResult {
+async fn list(
+    api: Shared,
+    kind: Kind,
+    namespace: Option<String>,
+    query: ListQuery,
+    headers: &HeaderMap,
+) -> ApiResult {
     let filter = Filter::new(kind, namespace.clone(), &query)?;
+    let table = wants_table(headers);
     if is_true(query.watch.as_deref()) {
-        return watch_stream(api, filter, &query).await;
+        return watch_stream(api, filter, &query, table).await;
     }
     let store = Arc::clone(&api.store);
     let (mut objects, version) =
@@ -364,12 +371,18 @@ async fn list(api: Shared, kind: Kind, namespace: Option<String>, query: ListQue
         objects.insert(0, default_namespace());
         objects.sort_by(|a, b| a.name().cmp(b.name()));
     }
-    let items: Vec<serde_json::Value> = objects
+    let objects: Vec<Object> = objects
         .into_iter()
         .map(shown)
         .filter(|o| filter.matches(o))
-        .map(|o| o.to_json())
         .collect();
+    if table {
+        return Ok(json_response(
+            StatusCode::OK,
+            &table_of(&objects, kind, Some(version)),
+        ));
+    }
+    let items: Vec<serde_json::Value> = objects.iter().map(Object::to_json).collect();
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({
@@ -379,6 +392,55 @@ async fn list(api: Shared, kind: Kind, namespace: Option<String>, query: ListQue
             "items": items,
         }),
     ))
+}
+
+/// Whether the client asked for a `meta.k8s.io/v1 Table` (kubectl does,
+/// to print the server's columns).
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("as=Table"))
+}
+
+/// Objects as a `meta.k8s.io/v1 Table`: kubectl's columns (the `-o wide`
+/// ones at priority 1) and each object's metadata.
+fn table_of(objects: &[Object], kind: Kind, version: Option<u64>) -> serde_json::Value {
+    let narrow = columns::header(kind, false).len();
+    let definitions: Vec<serde_json::Value> = columns::header(kind, true)
+        .into_iter()
+        .enumerate()
+        .map(|(index, name)| {
+            serde_json::json!({
+                "name": name,
+                "type": "string",
+                "format": if index == 0 { "name" } else { "" },
+                "description": "",
+                "priority": i32::from(index >= narrow),
+            })
+        })
+        .collect();
+    let rows: Vec<serde_json::Value> = objects
+        .iter()
+        .map(|object| {
+            serde_json::json!({
+                "cells": columns::cells(object, true),
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": object.to_json()["metadata"],
+                },
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": version.map(|v| v.to_string()).unwrap_or_default()},
+        "columnDefinitions": definitions,
+        "rows": rows,
+    })
 }
 
 fn watch_line(kind: &str, object: &serde_json::Value) -> Bytes {
@@ -397,7 +459,15 @@ fn expired_line(message: &str) -> Bytes {
 /// A newline-delimited stream of `{"type":..,"object":..}`: the current
 /// objects as ADDED (no `resourceVersion` given, or 0), or the changes
 /// after the given version; then changes as they happen.
-async fn watch_stream(api: Shared, filter: Filter, query: &ListQuery) -> ApiResult {
+async fn watch_stream(api: Shared, filter: Filter, query: &ListQuery, table: bool) -> ApiResult {
+    let kind = filter.kind;
+    let render = move |object: &Object| {
+        if table {
+            table_of(std::slice::from_ref(object), kind, None)
+        } else {
+            object.to_json()
+        }
+    };
     let requested: Option<u64> = match query.resource_version.as_deref() {
         None | Some("") | Some("0") => None,
         Some(text) => Some(text.parse().map_err(|_| {
@@ -421,7 +491,7 @@ async fn watch_stream(api: Shared, filter: Filter, query: &ListQuery) -> ApiResu
             let lines: Vec<Bytes> = objects
                 .into_iter()
                 .filter(|o| filter.matches(o))
-                .map(|o| watch_line("ADDED", &o.to_json()))
+                .map(|o| watch_line("ADDED", &render(&o)))
                 .collect();
             (lines, live, version)
         }
@@ -438,7 +508,7 @@ async fn watch_stream(api: Shared, filter: Filter, query: &ListQuery) -> ApiResu
                 let lines = kept
                     .iter()
                     .filter(|c| filter.matches(&c.event.object))
-                    .map(|c| change_line(c))
+                    .map(|c| watch_line(c.event.kind.as_str(), &render(&c.event.object)))
                     .collect();
                 (lines, live, version)
             }
@@ -464,9 +534,10 @@ async fn watch_stream(api: Shared, filter: Filter, query: &ListQuery) -> ApiResu
                 _ = &mut deadline => return,
             };
             let (line, end) = match change {
-                Ok(change) if change.version > after && filter.matches(&change.event.object) => {
-                    (change_line(&change), false)
-                }
+                Ok(change) if change.version > after && filter.matches(&change.event.object) => (
+                    watch_line(change.event.kind.as_str(), &render(&change.event.object)),
+                    false,
+                ),
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     (expired_line("the watch fell behind; list again"), true)
@@ -488,53 +559,54 @@ async fn watch_stream(api: Shared, filter: Filter, query: &ListQuery) -> ApiResu
         .into_response())
 }
 
-fn change_line(change: &Change) -> Bytes {
-    watch_line(change.event.kind.as_str(), &change.event.object.to_json())
-}
-
 async fn list_namespaces(
     State(api): State<Shared>,
+    headers: HeaderMap,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult {
-    list(api, Kind::Namespace, None, query).await
+    list(api, Kind::Namespace, None, query, &headers).await
 }
 
 async fn list_core_in(
     State(api): State<Shared>,
+    headers: HeaderMap,
     Path((ns, resource)): Path<(String, String)>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult {
     if resource == "events" {
         return events(api, Some(ns), query);
     }
-    list(api, core_kind(&resource)?, Some(ns), query).await
+    list(api, core_kind(&resource)?, Some(ns), query, &headers).await
 }
 
 async fn list_core_all(
     State(api): State<Shared>,
+    headers: HeaderMap,
     Path(resource): Path<String>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult {
     if resource == "events" {
         return events(api, None, query);
     }
-    list(api, core_kind(&resource)?, None, query).await
+    list(api, core_kind(&resource)?, None, query, &headers).await
 }
 
 async fn list_apps_in(
     State(api): State<Shared>,
+    headers: HeaderMap,
     Path((ns, resource)): Path<(String, String)>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult {
-    list(api, apps_kind(&resource)?, Some(ns), query).await
+    list(api, apps_kind(&resource)?, Some(ns), query, &headers).await
 }
 
 async fn list_apps_all(
     State(api): State<Shared>,
+    headers: HeaderMap,
     Path(resource): Path<String>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult {
-    list(api, apps_kind(&resource)?, None, query).await
+    list(api, apps_kind(&resource)?, None, query, &headers).await
 }
 
 // ---- events ----
@@ -576,7 +648,11 @@ fn events(api: Shared, namespace: Option<String>, query: ListQuery) -> ApiResult
 
 // ---- one object ----
 
-async fn get_namespace(State(api): State<Shared>, Path(name): Path<String>) -> ApiResult {
+async fn get_namespace(
+    State(api): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
     let store = Arc::clone(&api.store);
     let found = blocking(move || match store.get(Kind::Namespace, "", &name) {
         Err(berth_scheduler::StoreError::NotFound { .. }) if name == "default" => {
@@ -585,17 +661,31 @@ async fn get_namespace(State(api): State<Shared>, Path(name): Path<String>) -> A
         other => Ok(other?),
     })
     .await?;
-    Ok(object_response(StatusCode::OK, &shown(found), &[]))
+    let found = shown(found);
+    if wants_table(&headers) {
+        return Ok(json_response(
+            StatusCode::OK,
+            &table_of(&[found], Kind::Namespace, None),
+        ));
+    }
+    Ok(object_response(StatusCode::OK, &found, &[]))
 }
 
 async fn get_object(
     State(api): State<Shared>,
     uri: axum::http::Uri,
+    headers: HeaderMap,
     Path((ns, resource, name)): Path<(String, String, String)>,
 ) -> ApiResult {
     let kind = kind_for(uri.path(), &resource)?;
     let store = Arc::clone(&api.store);
     let found = blocking(move || Ok(store.get(kind, &ns, &name)?)).await?;
+    if wants_table(&headers) {
+        return Ok(json_response(
+            StatusCode::OK,
+            &table_of(&[found], kind, None),
+        ));
+    }
     Ok(object_response(StatusCode::OK, &found, &[]))
 }
 
