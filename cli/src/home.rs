@@ -23,7 +23,15 @@ use berth_fs::create_private_dir_all;
 /// What berth keeps at the top of its data directory (`.auth.json.*` are
 /// temporary files of `auth.json`; older versions named them `.auth-*`).
 #[cfg(unix)]
-const OWN_ENTRIES: [&str; 5] = ["auth.json", "cache", "containers", "images", "rootfs"];
+const OWN_ENTRIES: [&str; 7] = [
+    "auth.json",
+    "berth.sock",
+    "cache",
+    "containers",
+    "daemon",
+    "images",
+    "rootfs",
+];
 
 /// berth's data directory, created owner-only if missing and checked (see
 /// the module documentation).
@@ -182,6 +190,19 @@ pub fn auth_file() -> Result<PathBuf> {
 /// (private `/tmp` directories).
 pub fn containers_dir() -> Result<PathBuf> {
     Ok(berth_home()?.join("containers"))
+}
+
+/// The daemon's own files: its state database, lock, pods' logs and
+/// volumes (created owner-only).
+pub fn daemon_dir() -> Result<PathBuf> {
+    let dir = berth_home()?.join("daemon");
+    create_private_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The daemon's API socket.
+pub fn socket_path() -> Result<PathBuf> {
+    Ok(berth_home()?.join("berth.sock"))
 }
 
 /// Opens (creating if needed) the local image store.

@@ -3,13 +3,14 @@
 //! door (daemon, shim) would also need.
 
 mod commands;
+mod daemon;
 mod home;
 mod supervisor;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{container, image};
+use commands::{container, image, kube};
 
 /// Exit code for berth's own failures (bad flags, unreadable or invalid
 /// programs, bad quantities), as docker uses for its own errors.
@@ -61,7 +62,7 @@ enum Command {
     Logout(image::LogoutArgs),
     /// List containers run with -d.
     Ps(container::PsArgs),
-    /// Print a container's output.
+    /// Print a container's output, or a pod's (from the daemon).
     Logs(container::LogsArgs),
     /// Stop running containers.
     Stop(container::StopArgs),
@@ -71,6 +72,26 @@ enum Command {
     Restart(container::StopArgs),
     /// Remove containers.
     Rm(container::RmArgs),
+    /// Run the daemon: Deployments, ReplicaSets and Pods, served by a
+    /// Kubernetes-style API (foreground).
+    Daemon(daemon::DaemonArgs),
+    /// Create or update objects from manifests (files, folders or -).
+    Apply(kube::ApplyArgs),
+    /// Create objects from manifests; objects that exist are refused.
+    Create(kube::CreateArgs),
+    /// List the daemon's objects (pods, deployments, replicasets, namespaces).
+    Get(kube::GetArgs),
+    /// Show an object in detail, with its events.
+    Describe(kube::DescribeArgs),
+    /// Delete objects by manifest or by type and name.
+    Delete(kube::DeleteArgs),
+    /// Set the replicas of a Deployment or ReplicaSet.
+    Scale(kube::ScaleArgs),
+    /// Follow, list or undo a Deployment's rollouts.
+    #[command(subcommand)]
+    Rollout(kube::RolloutCommand),
+    /// Show the CPU and memory pods use.
+    Top(kube::TopArgs),
     /// Supervise one container (started by `run -d` and `start`).
     #[command(name = "__supervise", hide = true)]
     Supervise {
@@ -88,8 +109,17 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return usage_error(error),
     };
-    init_tracing();
+    init_tracing(matches!(cli.command, Command::Daemon(_)));
     let result = match cli.command {
+        Command::Daemon(args) => daemon::daemon_command(args),
+        Command::Apply(args) => kube::apply_command(args),
+        Command::Create(args) => kube::create_command(args),
+        Command::Get(args) => kube::get_command(args),
+        Command::Describe(args) => kube::describe_command(args),
+        Command::Delete(args) => kube::delete_command(args),
+        Command::Scale(args) => kube::scale_command(args),
+        Command::Rollout(command) => kube::rollout_command(command),
+        Command::Top(args) => kube::top_command(args),
         Command::Run(args) => commands::run::run(*args),
         Command::Build(args) => image::build_command(args),
         Command::Images(args) => image::images_command(args),
@@ -163,10 +193,16 @@ fn one_line(rendered: &str) -> String {
     format!("{first} {}", details.join(", "))
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings from berth).
-fn init_tracing() {
+/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings from berth;
+/// the daemon, which runs in the foreground, also logs what it does).
+fn init_tracing(daemon: bool) {
+    let default = if daemon {
+        "berth=info,berth_scheduler=info,berth_container=warn,berth_runtime=warn"
+    } else {
+        "berth=warn,berth_runtime=warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("berth=warn,berth_runtime=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

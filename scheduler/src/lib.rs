@@ -7,6 +7,7 @@
 //! This crate has no HTTP and no command line: `berth daemon` serves it over
 //! its API, and the commands are clients of that API.
 
+pub mod columns;
 pub mod controller;
 pub mod events;
 pub mod kubelet;

@@ -42,9 +42,42 @@ pub struct LogsArgs {
     /// Prefix each line with its time (RFC 3339, nanoseconds).
     #[arg(short = 't', long = "timestamps")]
     timestamps: bool,
-    /// Name, ID or unique ID prefix.
+    /// Name, ID or unique ID prefix; or a pod of the daemon (POD, pod/POD).
     #[arg(value_name = "CONTAINER")]
     container: String,
+    /// The pod's container, when the pod has several (daemon pods).
+    #[arg(short = 'c', long = "container", value_name = "NAME")]
+    pod_container: Option<String>,
+    /// The previous run's log of a restarted container (daemon pods).
+    #[arg(long)]
+    previous: bool,
+    /// The pod's namespace (daemon pods; default: default).
+    #[arg(long, value_name = "NS")]
+    namespace: Option<String>,
+    #[command(flatten)]
+    connection: super::client::Connection,
+}
+
+impl LogsArgs {
+    fn pod_logs(&self) -> super::kube::PodLogs {
+        super::kube::PodLogs {
+            pod: self.container.clone(),
+            namespace: self.namespace.clone(),
+            container: self.pod_container.clone(),
+            follow: self.follow,
+            previous: self.previous,
+            tail: self.tail,
+        }
+    }
+
+    /// Whether the flags only make sense for a daemon's pod.
+    fn names_a_pod(&self) -> bool {
+        self.pod_container.is_some()
+            || self.previous
+            || self.namespace.is_some()
+            || self.container.starts_with("pod/")
+            || self.container.starts_with("pods/")
+    }
 }
 
 // Flags of `berth stop` and `berth restart`.
@@ -264,8 +297,23 @@ pub(crate) fn inspect_container(reference: &str) -> Result<Option<serde_json::Va
 
 /// `berth logs`.
 pub fn logs_command(args: LogsArgs) -> Result<u8> {
+    if args.names_a_pod() {
+        return super::kube::pod_logs(args.pod_logs(), &args.connection);
+    }
     let store = crate::home::open_records()?;
-    let container = store.resolve(&args.container)?;
+    let container = match store.resolve(&args.container) {
+        Ok(container) => container,
+        // No such container: it may be one of the daemon's pods.
+        Err(not_a_container) => {
+            return super::kube::pod_logs(args.pod_logs(), &args.connection).map_err(|error| {
+                if error.downcast_ref::<super::client::ServerError>().is_some() {
+                    error
+                } else {
+                    anyhow::Error::from(not_a_container)
+                }
+            });
+        }
+    };
     let dir = store.dir(container.id());
     let (mut follower, entries) = LogFollower::open(&dir)
         .with_context(|| format!("cannot read the log of {}", args.container))?;

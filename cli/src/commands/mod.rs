@@ -1,8 +1,11 @@
 //! One module per group of `berth` subcommands: each turns flags into
 //! library calls and prints the result.
 
+pub mod client;
 pub mod container;
 pub mod image;
+pub mod kube;
+pub mod kube_print;
 pub mod progress;
 pub mod run;
 
