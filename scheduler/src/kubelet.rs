@@ -14,6 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -1352,8 +1353,10 @@ impl Kubelet {
             run.uid
         );
         // Copied into each run's future, which borrows them.
-        let (current, failure, spec, image, log_dir, name) =
-            (&current, &failure, &spec, &image, &log_dir, &name);
+        // Whether a run started: the image's id is looked up once.
+        let started = AtomicBool::new(false);
+        let (current, failure, spec, image, log_dir, name, started) =
+            (&current, &failure, &spec, &image, &log_dir, &name, &started);
         let mut attempts = 0u32;
         loop {
             let start = move || async move {
@@ -1364,7 +1367,9 @@ impl Kubelet {
                 let prepared = {
                     let (kubelet, spec, log_dir) =
                         (self.clone(), Arc::clone(spec), log_dir.clone());
-                    tokio::task::spawn_blocking(move || kubelet.prepare(&spec, &log_dir)).await
+                    let first = !started.load(Ordering::Relaxed);
+                    tokio::task::spawn_blocking(move || kubelet.prepare(&spec, &log_dir, first))
+                        .await
                 };
                 let prepared = match prepared {
                     Ok(Ok(prepared)) => prepared,
@@ -1441,6 +1446,7 @@ impl Kubelet {
                         )],
                     );
                 }
+                started.store(true, Ordering::Relaxed);
                 let handle = launched.handle;
                 let running = handle.clone();
                 self.update_container(&run.uid, index, |c| c.handle = Some(running));
@@ -1552,11 +1558,12 @@ impl Kubelet {
     }
 
     /// The file-system half of starting a run (blocking): the log folders
-    /// and the image.
+    /// and the image (whose id is looked up on the `first` start only).
     fn prepare(
         &self,
         spec: &ContainerSpec,
         log_dir: &Path,
+        first: bool,
     ) -> Result<Prepared, (StartFailure, String)> {
         let images = &self.inner.images;
         let log = open_run_log(log_dir).map_err(|error| {
@@ -1592,12 +1599,12 @@ impl Kubelet {
             (kind, message)
         })?;
         let image_id = match &spec.target {
-            Target::Image { reference, .. } => images
+            Target::Image { reference, .. } if first => images
                 .store
                 .resolve(reference)
                 .ok()
                 .map(|(digest, _)| digest),
-            Target::File { .. } => None,
+            _ => None,
         };
         Ok(Prepared {
             resolved,

@@ -372,12 +372,13 @@ impl Store {
     /// status that did not change.
     ///
     /// The commit is not made durable (no fsync): status is observed state,
-    /// which the node agent writes often and can always recompute. After a
-    /// power loss or a kill of the machine, the store may hold an older
-    /// status (the next durable write, a desired-state change or every few
-    /// hundred status writes, makes everything before it durable); the
-    /// agent rewrites every pod's status when it starts. A crash of the
-    /// process alone loses nothing.
+    /// which the node agent writes often and can always recompute. After the
+    /// process is killed or the machine loses power, the store may hold an
+    /// older status (the next durable write, a desired-state change or every
+    /// few hundred status writes, makes everything before it durable; so
+    /// does closing the store); the agent rewrites every pod's status when
+    /// it starts. Desired state is never lost this way: its writes are
+    /// durable.
     pub fn write_pod_statuses(&self, updates: Vec<PodStatusUpdate>) -> Result<usize, StoreError> {
         let durable = self.unsynced.fetch_add(1, Ordering::Relaxed) + 1 >= UNSYNCED_STATUS_WRITES;
         if durable {
