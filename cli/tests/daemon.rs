@@ -1,7 +1,9 @@
 //! `berth daemon` and the kubectl-style commands, through the real binary:
 //! a daemon per test with its own data directory and a short restart
 //! back-off, stopped at the end. Objects, status codes, watches, errors,
-//! the token on TCP and the socket's mode; nothing here needs pods to run.
+//! the token on TCP and the socket's mode; and pods that run: serving on
+//! their own addresses, scaling, rolling updates, crash back-off, admission
+//! by memory, and convergence after the daemon is killed.
 
 #![cfg(unix)]
 
@@ -34,11 +36,19 @@ impl Daemon {
     }
 
     fn start_with(extra: &[&str]) -> Daemon {
+        Daemon::start_configured("restartBackoff:\n  initial: 100ms\n  max: 1s\n", extra)
+    }
+
+    /// A daemon whose config file says `config`.
+    fn start_with_config(config: &str) -> Daemon {
+        Daemon::start_configured(config, &[])
+    }
+
+    fn start_configured(config_text: &str, extra: &[&str]) -> Daemon {
         let berth = Berth::new();
         let config_dir = tempfile::tempdir().expect("temp dir");
         let config = config_dir.path().join("daemon.yaml");
-        std::fs::write(&config, "restartBackoff:\n  initial: 100ms\n  max: 1s\n")
-            .expect("write config");
+        std::fs::write(&config, config_text).expect("write config");
         let config = config.display().to_string();
         let mut args = vec!["daemon", "--config", config.as_str()];
         args.extend(extra);
@@ -1078,4 +1088,264 @@ fn real_kubectl_drives_the_api() {
         deleted.stdout, "deployment.apps \"web\" deleted\n",
         "{deleted:?}"
     );
+}
+
+// Pods that run: the node agent starts them as sandboxes of the daemon.
+
+/// Builds an image named `tag` in the daemon's home: the example program
+/// `program` as its entry point, with port 8080 exposed when `serves`.
+fn build_image(daemon: &Daemon, tag: &str, program: &str, serves: bool) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(
+        example(&format!("wasm/{program}")),
+        dir.path().join(program),
+    )
+    .expect("copy the program");
+    let expose = if serves { "EXPOSE 8080\n" } else { "" };
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM scratch\nCOPY {program} /app/{program}\n{expose}ENTRYPOINT [\"/app/{program}\"]\n"),
+    )
+    .expect("write the Dockerfile");
+    daemon.ok(&["build", "-t", tag, &dir.path().display().to_string()]);
+}
+
+/// Pods whose containers all run and are ready.
+fn running(daemon: &Daemon) -> Vec<serde_json::Value> {
+    daemon
+        .items("pods")
+        .into_iter()
+        .filter(|p| {
+            p["status"]["phase"] == "Running"
+                && p["status"]["containerStatuses"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().all(|c| c["ready"] == true))
+        })
+        .collect()
+}
+
+/// Images of the running pods, sorted.
+fn running_images(daemon: &Daemon) -> Vec<String> {
+    let mut images: Vec<String> = running(daemon)
+        .iter()
+        .map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    images.sort();
+    images
+}
+
+/// `GET path` from a pod's address, port 8080: status and body, or `None`
+/// when nothing answers.
+fn get_from(ip: &str, path: &str) -> Option<(u16, String)> {
+    let address: std::net::SocketAddr = format!("{ip}:8080").parse().ok()?;
+    let stream =
+        std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    Some(exchange(stream, "GET", path, &[], None))
+}
+
+fn pod_ips(pods: &[serde_json::Value]) -> Vec<String> {
+    let mut ips: Vec<String> = pods
+        .iter()
+        .map(|p| p["status"]["podIP"].as_str().unwrap_or("").to_owned())
+        .collect();
+    ips.sort();
+    ips
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn the_seed_deployment_runs_pods_that_answer_on_their_own_addresses() {
+    let daemon = Daemon::start();
+    build_image(&daemon, "web:1.0", "http-hello.wasm", true);
+    daemon.ok(&["apply", "-f", &web_yaml()]);
+    daemon.wait_until("2 running pods", |d| running(d).len() == 2);
+    let ips = pod_ips(&running(&daemon));
+    assert_ne!(ips[0], ips[1], "each pod has its own address");
+    for ip in &ips {
+        let (code, body) = get_from(ip, "/").expect("the pod answers");
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("Hello from berth"), "{body}");
+    }
+    let wide = daemon.ok(&["get", "pods", "-o", "wide"]);
+    for ip in &ips {
+        assert!(wide.contains(ip.as_str()), "{wide}");
+    }
+    assert!(wide.contains("Running"), "{wide}");
+    let ready = daemon.ok(&["get", "deploy", "web"]);
+    assert!(ready.contains("2/2"), "{ready}");
+
+    daemon.ok(&["scale", "deployment/web", "--replicas", "5"]);
+    daemon.wait_until("5 running pods", |d| running(d).len() == 5);
+    let five = pod_ips(&running(&daemon));
+    let mut distinct = five.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 5, "{five:?}");
+    daemon.ok(&["scale", "deployment/web", "--replicas", "1"]);
+    daemon.wait_until("1 pod", |d| d.items("pods").len() == 1 && running(d).len() == 1);
+    let kept = pod_ips(&running(&daemon));
+    for ip in five.iter().filter(|ip| !kept.contains(ip)) {
+        assert!(
+            get_from(ip, "/").is_none(),
+            "a removed pod's address {ip} still answers"
+        );
+    }
+    let top = daemon.ok(&["top", "pods"]);
+    assert!(top.starts_with("NAME"), "{top}");
+    assert!(top.contains("web-"), "{top}");
+    let described = daemon.ok(&["describe", "deployment", "web"]);
+    assert!(
+        described.contains("ScalingReplicaSet") && described.contains("from 5 to 1"),
+        "{described}"
+    );
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_rolling_update_serves_the_new_version_and_undo_the_old() {
+    let daemon = Daemon::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    build_image(&daemon, "web:1.0", "http-hello.wasm", true);
+    build_image(&daemon, "web:2.0", "http-json.wasm", true);
+    daemon.ok(&["apply", "-f", &web_yaml()]);
+    daemon.wait_until("v1 runs", |d| running_images(d) == ["web:1.0", "web:1.0"]);
+    let seed = std::fs::read_to_string(web_yaml()).expect("seed");
+    let v2 = write(dir.path(), "v2.yaml", &seed.replace("web:1.0", "web:2.0"));
+    daemon.ok(&["apply", "-f", &v2]);
+    let status = daemon.ok(&["rollout", "status", "deployment/web", "--timeout", "60s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    daemon.wait_until("only v2 runs", |d| {
+        running_images(d) == ["web:2.0", "web:2.0"] && d.items("pods").len() == 2
+    });
+    for ip in pod_ips(&running(&daemon)) {
+        let (code, body) = get_from(&ip, "/health").expect("v2 answers");
+        assert_eq!(code, 200, "{body}");
+        assert!(!body.contains("Hello from berth"), "{body}");
+    }
+    let history = daemon.ok(&["rollout", "history", "deployment/web"]);
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+    daemon.ok(&["rollout", "undo", "deployment/web"]);
+    daemon.wait_until("v1 runs again", |d| {
+        running_images(d) == ["web:1.0", "web:1.0"] && d.items("pods").len() == 2
+    });
+    for ip in pod_ips(&running(&daemon)) {
+        let (_, body) = get_from(&ip, "/").expect("v1 answers");
+        assert!(body.contains("Hello from berth"), "{body}");
+    }
+}
+
+#[test]
+fn a_crashing_pod_restarts_with_back_off() {
+    let daemon = Daemon::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    build_image(&daemon, "crash:1", "exitcode.wasm", false);
+    let pod = write(
+        dir.path(),
+        "crash.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: crash\nspec:\n  containers:\n    - name: crash\n      image: crash:1\n      args: [\"3\"]\n",
+    );
+    daemon.ok(&["apply", "-f", &pod]);
+    daemon.wait_until("two restarts", |d| {
+        d.json(&["pod", "crash"])["status"]["containerStatuses"][0]["restartCount"]
+            .as_u64()
+            .is_some_and(|n| n >= 2)
+    });
+    let status = daemon.json(&["pod", "crash"])["status"]["containerStatuses"][0].clone();
+    assert_eq!(status["lastState"]["terminated"]["exitCode"], 3, "{status}");
+    assert_eq!(status["lastState"]["terminated"]["reason"], "Error", "{status}");
+    daemon.wait_until("CrashLoopBackOff shown", |d| {
+        d.ok(&["get", "pod", "crash"]).contains("CrashLoopBackOff")
+    });
+    let described = daemon.ok(&["describe", "pod", "crash"]);
+    assert!(described.contains("BackOff"), "{described}");
+}
+
+#[test]
+fn a_pod_that_does_not_fit_waits_until_a_scale_down_makes_room() {
+    let daemon = Daemon::start_with_config(
+        "allocatable:\n  memory: 1Gi\n  cpu: \"2\"\nrestartBackoff:\n  initial: 100ms\n  max: 1s\n",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    build_image(&daemon, "web:1.0", "http-hello.wasm", true);
+    daemon.ok(&["apply", "-f", &web_yaml()]);
+    daemon.wait_until("2 running pods", |d| running(d).len() == 2);
+    let seed = std::fs::read_to_string(web_yaml()).expect("seed");
+    let extra = write(
+        dir.path(),
+        "extra.yaml",
+        &seed
+            .replace("name: web", "name: extra")
+            .replace("app: web", "app: extra")
+            .replace("replicas: 2", "replicas: 1"),
+    );
+    daemon.ok(&["apply", "-f", &extra]);
+    daemon.wait_until("the extra pod is Pending for memory", |d| {
+        d.json(&["pods", "-l", "app=extra"])["items"]
+            .as_array()
+            .and_then(|i| i.first().cloned())
+            .is_some_and(|p| {
+                p["status"]["phase"] == "Pending"
+                    && p["status"]["conditions"].to_string().contains("Insufficient memory")
+            })
+    });
+    let pending = daemon.ok(&["get", "pods", "-l", "app=extra"]);
+    assert!(pending.contains("Pending"), "{pending}");
+    daemon.ok(&["scale", "deployment/web", "--replicas", "1"]);
+    daemon.wait_until("the extra pod runs", |d| {
+        running(d)
+            .iter()
+            .any(|p| p["metadata"]["labels"]["app"] == "extra")
+    });
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn pods_converge_after_sigkill_mid_scale_and_mid_rollout() {
+    let mut daemon = Daemon::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    build_image(&daemon, "web:1.0", "http-hello.wasm", true);
+    build_image(&daemon, "web:2.0", "http-json.wasm", true);
+    daemon.ok(&["apply", "-f", &web_yaml()]);
+    daemon.wait_until("2 running pods", |d| running(d).len() == 2);
+    let seed = std::fs::read_to_string(web_yaml()).expect("seed");
+    let v2 = write(dir.path(), "v2.yaml", &seed.replace("web:1.0", "web:2.0"));
+    let steps: [(&[&str], u64); 4] = [
+        (&["scale", "deployment/web", "--replicas", "4"], 0),
+        (&["apply", "-f", v2.as_str()], 15),
+        (&["scale", "deployment/web", "--replicas", "3"], 40),
+        (&["rollout", "undo", "deployment/web"], 5),
+    ];
+    for (args, delay_ms) in steps {
+        let mut command = daemon.berth.command(args);
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut client = command.spawn().expect("spawn the client");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        daemon = daemon.kill_and_restart();
+        let _ = client.kill();
+        let _ = client.wait();
+        // Whatever the kill interrupted, the pods converge to what is
+        // stored: as many running pods as the Deployment wants, all of its
+        // template's image, and nothing else.
+        daemon.wait_until("pods converge after the restart", |d| {
+            let deployment = d.json(&["deploy", "web"]);
+            let want = deployment["spec"]["replicas"].as_u64().unwrap_or(0) as usize;
+            let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            d.items("pods").len() == want && running_images(d) == vec![image; want]
+        });
+        for ip in pod_ips(&running(&daemon)) {
+            assert!(get_from(&ip, "/").is_some(), "{ip} does not answer");
+        }
+    }
 }

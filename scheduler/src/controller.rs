@@ -25,8 +25,14 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::events::EventType;
 use crate::object::{Kind, Object};
 use crate::store::{self, Store, StoreError};
+
+/// The component named in the deployment controller's events.
+const DEPLOYMENT_CONTROLLER: &str = "deployment-controller";
+/// The component named in the ReplicaSet controller's events.
+const REPLICA_SET_CONTROLLER: &str = "replicaset-controller";
 
 /// The ReplicaSet annotation that holds a Deployment revision.
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
@@ -161,7 +167,18 @@ pub fn reconcile_replica_set(store: &Store, namespace: &str, name: &str) -> Resu
     if pods.len() < want {
         let owner = Object::ReplicaSet(set.clone());
         for _ in pods.len()..want {
-            pods.push(create_pod(store, &owner, &set)?);
+            let pod = create_pod(store, &owner, &set)?;
+            store.events().record(
+                &owner,
+                EventType::Normal,
+                REPLICA_SET_CONTROLLER,
+                "SuccessfulCreate",
+                &format!(
+                    "Created pod: {}",
+                    pod.metadata.name.as_deref().unwrap_or_default()
+                ),
+            );
+            pods.push(pod);
         }
     } else if pods.len() > want {
         // Remove the least useful first: not ready before ready, newest
@@ -177,13 +194,17 @@ pub fn reconcile_replica_set(store: &Store, namespace: &str, name: &str) -> Resu
                 ),
             )
         });
+        let owner = Object::ReplicaSet(set.clone());
         for pod in pods.drain(..pods.len() - want) {
-            delete_if_present(
-                store,
-                Kind::Pod,
-                namespace,
-                pod.metadata.name.as_deref().unwrap_or(""),
-            )?;
+            let name = pod.metadata.name.as_deref().unwrap_or("");
+            delete_if_present(store, Kind::Pod, namespace, name)?;
+            store.events().record(
+                &owner,
+                EventType::Normal,
+                REPLICA_SET_CONTROLLER,
+                "SuccessfulDelete",
+                &format!("Deleted pod: {name}"),
+            );
         }
     }
     let ready = pods.iter().filter(|p| pod_is_ready(p)).count() as i32;
@@ -244,11 +265,13 @@ fn delete_if_present(
     }
 }
 
-/// Writes a controller's change; a conflict means someone wrote first, and
-/// the watch event of that write will bring the controller back.
-fn write_status(store: &Store, object: Object) -> Result<(), StoreError> {
+/// Writes a controller's change; whether it was written. A conflict means
+/// someone wrote first, and the watch event of that write will bring the
+/// controller back.
+fn write_status(store: &Store, object: Object) -> Result<bool, StoreError> {
     match store.replace(object) {
-        Ok(_) | Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Ok(_) => Ok(true),
+        Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound { .. }) => Ok(false),
         Err(error) => Err(error),
     }
 }
@@ -308,13 +331,34 @@ fn ready_replicas(set: &ReplicaSet) -> i32 {
         .unwrap_or(0)
 }
 
-fn scale_set(store: &Store, set: &ReplicaSet, replicas: i32) -> Result<(), StoreError> {
-    if spec_replicas(set) == replicas {
+/// Sets a ReplicaSet's replicas for `deployment`, and tells it in an event
+/// on the Deployment, as the deployment controller does.
+fn scale_set(
+    store: &Store,
+    deployment: &Deployment,
+    set: &ReplicaSet,
+    replicas: i32,
+) -> Result<(), StoreError> {
+    let from = spec_replicas(set);
+    if from == replicas {
         return Ok(());
     }
     let mut scaled = set.clone();
     scaled.spec.replicas = Some(replicas);
-    write_status(store, Object::ReplicaSet(scaled))
+    if write_status(store, Object::ReplicaSet(scaled))? {
+        let direction = if replicas > from { "up" } else { "down" };
+        store.events().record(
+            &Object::Deployment(deployment.clone()),
+            EventType::Normal,
+            DEPLOYMENT_CONTROLLER,
+            "ScalingReplicaSet",
+            &format!(
+                "Scaled {direction} replica set {} from {from} to {replicas}",
+                set.metadata.name.as_deref().unwrap_or_default()
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// Moves a Deployment toward its template and replica count.
@@ -369,7 +413,21 @@ pub fn reconcile_deployment(store: &Store, namespace: &str, name: &str) -> Resul
                 };
             let set = new_replica_set(&deployment, &owner, &hash, newest_revision + 1, initial);
             match store.create(Object::ReplicaSet(set)) {
-                Ok(Object::ReplicaSet(created)) => created,
+                Ok(Object::ReplicaSet(created)) => {
+                    if initial > 0 {
+                        store.events().record(
+                            &owner,
+                            EventType::Normal,
+                            DEPLOYMENT_CONTROLLER,
+                            "ScalingReplicaSet",
+                            &format!(
+                                "Scaled up replica set {} from 0 to {initial}",
+                                created.metadata.name.as_deref().unwrap_or_default()
+                            ),
+                        );
+                    }
+                    created
+                }
                 Ok(_) => return Ok(()),
                 // Created by an earlier pass whose watch event is on its way.
                 Err(StoreError::AlreadyExists { .. }) => return Ok(()),
@@ -383,10 +441,10 @@ pub fn reconcile_deployment(store: &Store, namespace: &str, name: &str) -> Resul
             .iter()
             .any(|s| spec_replicas(s) > 0 || s.status.as_ref().is_some_and(|st| st.replicas > 0));
         for old in &old_sets {
-            scale_set(store, old, 0)?;
+            scale_set(store, &deployment, old, 0)?;
         }
         if !old_running {
-            scale_set(store, &new_set, replicas)?;
+            scale_set(store, &deployment, &new_set, replicas)?;
         }
     } else {
         roll(store, &deployment, replicas, &new_set, &old_sets)?;
@@ -482,7 +540,7 @@ fn roll(
         let room = (replicas + surge - total).max(0);
         new_replicas = replicas.min(new_replicas + room);
     }
-    scale_set(store, new_set, new_replicas)?;
+    scale_set(store, deployment, new_set, new_replicas)?;
     // Scale old sets down, never below the available minimum.
     let min_available = replicas - unavailable;
     let available: i32 = old_sets.iter().map(ready_replicas).sum::<i32>() + ready_replicas(new_set);
@@ -501,7 +559,7 @@ fn roll(
         let cut = target.min(budget);
         target -= cut;
         budget -= cut;
-        scale_set(store, old, target)?;
+        scale_set(store, deployment, old, target)?;
     }
     Ok(())
 }

@@ -130,6 +130,50 @@ fn a_deployment_gets_its_replicas_and_scales_up_and_down() {
         let status = deployment(&store).status.expect("status");
         assert_eq!(status.available_replicas, Some(expected as i32));
     }
+
+    // What happened is told in events, as `describe` shows them.
+    let uid = deployment(&store).metadata.uid.expect("uid");
+    let told: Vec<String> = store
+        .events()
+        .list(Some("default"), Some(&uid))
+        .into_iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default()
+            )
+        })
+        .collect();
+    let set = store
+        .list(Kind::ReplicaSet, Some("default"))
+        .expect("sets")
+        .0;
+    let set_name = set[0].name().to_owned();
+    for expected in [
+        format!("ScalingReplicaSet Scaled up replica set {set_name} from 0 to 2"),
+        format!("ScalingReplicaSet Scaled up replica set {set_name} from 2 to 5"),
+        format!("ScalingReplicaSet Scaled down replica set {set_name} from 5 to 1"),
+    ] {
+        assert!(told.contains(&expected), "{expected:?} not in {told:?}");
+    }
+    let set_uid = set[0].metadata().uid.clone().expect("uid");
+    let of_set = store.events().list(Some("default"), Some(&set_uid));
+    assert!(
+        of_set
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("SuccessfulCreate")
+                && e.message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("Created pod: web-"))),
+        "{of_set:?}"
+    );
+    assert!(
+        of_set
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("SuccessfulDelete")),
+        "{of_set:?}"
+    );
 }
 
 #[test]
