@@ -31,7 +31,7 @@ use k8s_cri::v1::{
     LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, NamespaceMode,
     NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
     RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StatusRequest,
-    StopContainerRequest, StopPodSandboxRequest,
+    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -801,4 +801,90 @@ fn node_listener_is_the_shims(pid: i32, port: u16) -> bool {
         .flatten()
         .filter_map(|fd| std::fs::read_link(fd.path()).ok())
         .any(|link| inodes.iter().any(|inode| link == Path::new(inode)))
+}
+
+/// The stdin FIFO CRI made for container `id` (under containerd's state
+/// dir, which the test owns).
+fn stdin_fifo(node: &Node, id: &str) -> PathBuf {
+    let name = format!("{id}-stdin");
+    let mut pending = vec![node.containerd.dir.path().join("state")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy() == name {
+                return path;
+            }
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                pending.push(path);
+            }
+        }
+    }
+    panic!("no stdin FIFO {name} under containerd's state dir");
+}
+
+#[test]
+fn update_container_resources_changes_a_running_sandboxs_memory_cap() {
+    if skip_without_containerd() {
+        return;
+    }
+    let node = Node::start();
+    let grow = node.import_image(
+        "critest/grow:v1",
+        "FROM scratch\nCOPY grow.wasm /grow.wasm\nENTRYPOINT [\"/grow.wasm\"]\n",
+    );
+    let pod = node.run_pod("update");
+    // Grows to 1 MiB, then by 1 MiB per byte on stdin; capped at 2 MiB.
+    let mut config = tool("grow", &grow, &["/grow.wasm"], 2 << 20, 0);
+    config.stdin = true;
+    let id = node.start_container(&pod, config);
+    node.running(&id);
+    let memory = |id: &str| {
+        node.stats(id)
+            .memory
+            .and_then(|memory| memory.usage_bytes)
+            .map_or(0, |usage| usage.value)
+    };
+    node.until("the guest grows to 1 MiB", || {
+        (memory(&id) >= 1 << 20).then_some(())
+    });
+    let update = |bytes: i64| {
+        let request = UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: bytes,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        node.rpc(|mut c| async move { c.update_container_resources(request).await })
+            .unwrap_or_else(|error| panic!("UpdateContainerResources: {error}"));
+    };
+    let mut stdin = std::fs::OpenOptions::new()
+        .write(true)
+        .open(stdin_fifo(&node, &id))
+        .expect("open the container's stdin");
+    let mut feed = |bytes: &[u8]| {
+        use std::io::Write;
+        stdin.write_all(bytes).expect("write stdin");
+    };
+
+    // Raised to 8 MiB while it runs: two more MiB (3 in all, over the
+    // first cap) fit, and it keeps running.
+    update(8 << 20);
+    feed(b"ab");
+    node.until("the guest grows to 3 MiB", || {
+        (memory(&id) >= 3 << 20).then_some(())
+    });
+    assert_eq!(node.status(&id).state(), ContainerState::ContainerRunning);
+
+    // Lowered to 3 MiB: one more does not fit.
+    update(3 << 20);
+    feed(b"c");
+    let status = node.exited(&id);
+    assert_eq!(
+        (status.exit_code, status.reason.as_str()),
+        (137, "OOMKilled"),
+        "{status:?}"
+    );
+    node.remove_pod(pod);
 }
