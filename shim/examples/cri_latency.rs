@@ -119,7 +119,8 @@ mod bench {
                 namespace: "default".to_owned(),
                 attempt: 0,
             }),
-            hostname: name.clone(),
+            // No hostname: a pod on the node's network shares its UTS
+            // namespace, where runc refuses to set one.
             log_directory: log_dir.display().to_string(),
             linux: Some(LinuxPodSandboxConfig {
                 security_context: Some(LinuxSandboxSecurityContext {
