@@ -92,6 +92,21 @@ pub async fn launch(
     stdio: Stdio,
     settings: &LaunchSettings,
 ) -> Result<Launched, LaunchError> {
+    launch_on(runtime, spec, resolved, stdio, settings, None).await
+}
+
+/// As [`launch`], but a wasi:http component is served on `listener` (a
+/// socket the caller bound and listens on for the spec's published port,
+/// e.g. inside another network namespace) when one is given, rather than
+/// on a socket bound here. A program that is not served drops it.
+pub async fn launch_on(
+    runtime: &Runtime,
+    spec: &ContainerSpec,
+    resolved: Resolved,
+    stdio: Stdio,
+    settings: &LaunchSettings,
+    listener: Option<std::net::TcpListener>,
+) -> Result<Launched, LaunchError> {
     let Resolved {
         path,
         origin,
@@ -142,7 +157,7 @@ pub async fn launch(
                 stderr: stdio.stderr,
             },
         )?;
-        let listener = HttpListener::bind(ListenerConfig {
+        let config = ListenerConfig {
             listen: publish.host,
             grace_period: http.stop_timeout,
             header_timeout: http.header_timeout,
@@ -152,8 +167,11 @@ pub async fn launch(
                 .map_or(settings.default_max_connections, |max| {
                     usize::try_from(max).unwrap_or(usize::MAX)
                 }),
-        })
-        .await?;
+        };
+        let listener = match listener {
+            Some(listener) => HttpListener::from_std(listener, config)?,
+            None => HttpListener::bind(config).await?,
+        };
         let addr = listener
             .local_addr()
             .map_err(|error| NetError::listen(publish.host, &error))?;

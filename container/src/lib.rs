@@ -24,7 +24,7 @@ pub mod supervise;
 pub mod time;
 
 pub use flags::FlagError;
-pub use launch::{LaunchError, LaunchSettings, Launched, Stdio, launch};
+pub use launch::{LaunchError, LaunchSettings, Launched, Stdio, launch, launch_on};
 pub use records::{
     Container, ContainerRecord, ContainerState, ExitReason, FileRecords, RecordError, RecordStore,
     Status,

@@ -337,15 +337,34 @@ pub struct HttpListener {
 
 impl HttpListener {
     /// Binds `config.listen`.
-    pub async fn bind(mut config: ListenerConfig) -> Result<Self, NetError> {
+    pub async fn bind(config: ListenerConfig) -> Result<Self, NetError> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|error| NetError::listen(config.listen, &error))?;
+        Ok(HttpListener::with(listener, config))
+    }
+
+    /// Serves on `listener`, a socket already bound (and listening) for
+    /// `config.listen`: one bound where this process cannot bind itself,
+    /// e.g. in another network namespace. Must be called within a tokio
+    /// runtime.
+    pub fn from_std(
+        listener: std::net::TcpListener,
+        config: ListenerConfig,
+    ) -> Result<Self, NetError> {
+        let listener = listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(listener))
+            .map_err(|error| NetError::listen(config.listen, &error))?;
+        Ok(HttpListener::with(listener, config))
+    }
+
+    fn with(listener: tokio::net::TcpListener, mut config: ListenerConfig) -> Self {
         // Deadlines are computed by adding to the clock, which must not
         // overflow: a year is as good as never.
         config.header_timeout = config.header_timeout.min(LONGEST_TIMEOUT);
         config.idle_timeout = config.idle_timeout.min(LONGEST_TIMEOUT);
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|error| NetError::listen(config.listen, &error))?;
-        Ok(HttpListener { listener, config })
+        HttpListener { listener, config }
     }
 
     /// The address actually bound (useful with port 0).

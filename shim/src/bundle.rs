@@ -11,13 +11,14 @@
 //! cannot grant, are refused, except the ones CRI adds to every
 //! container, see [`RUNTIME_FILES`]); `process.env` and
 //! `process.cwd` apply, a wasi:http component is served on `BERTH_LISTEN`
-//! from its environment (default `0.0.0.0:8080`),
+//! from its environment (default `0.0.0.0:8080`), in the network namespace
+//! `linux.namespaces` names (a pod's, under CRI) or else the shim's own,
 //! `linux.resources.memory.limit` is the memory cap and
 //! `cpu.quota / cpu.period` the CPU quota, and the same fields of a task
 //! Update change them while the task runs ([`limits_update`]). Everything
 //! else in the spec
-//! (namespaces, capabilities, device rules) concerns Linux processes,
-//! which berth does not start.
+//! (other namespaces, capabilities, device rules) concerns Linux
+//! processes, which berth does not start.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -136,11 +137,16 @@ pub struct Bundle {
     pub spec: ContainerSpec,
     /// The program's path inside the container, for messages.
     pub program: String,
+    /// The network namespace file the spec puts the container in, if it
+    /// names one: where a served port is bound.
+    pub netns: Option<PathBuf>,
+    /// The pod the container belongs to, if CRI says.
+    pub pod: Option<String>,
 }
 
 /// Where a wasi:http component is served unless its environment's
 /// `BERTH_LISTEN` says otherwise: the conventional container port, on every
-/// address of the network namespace the shim runs in.
+/// address of the container's network namespace.
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 
 /// CRI's annotation naming a container's role: `sandbox` for the pod's
@@ -153,8 +159,12 @@ const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 #[derive(Debug)]
 pub enum Role {
     /// A pod's sandbox (pause) container: a native placeholder, served as
-    /// a task that runs until it is killed.
-    PodSandbox,
+    /// a task that runs until it is killed; `netns` is the pod's network
+    /// namespace file, unless the pod uses the node's network.
+    PodSandbox {
+        /// The pod's network namespace file.
+        netns: Option<PathBuf>,
+    },
     /// A WebAssembly container.
     Container(Box<Bundle>),
 }
@@ -173,9 +183,28 @@ pub fn read_spec(bundle: &Path) -> Result<Spec, BundleError> {
 pub fn load(bundle: &Path, rootfs: &Path) -> Result<Role, BundleError> {
     let spec = read_spec(bundle)?;
     if annotation(&spec, CONTAINER_TYPE) == Some("sandbox") {
-        return Ok(Role::PodSandbox);
+        return Ok(Role::PodSandbox {
+            netns: network_namespace(&spec),
+        });
     }
     from_spec(&spec, rootfs).map(|bundle| Role::Container(Box::new(bundle)))
+}
+
+/// The network namespace file `spec` joins (`linux.namespaces` of type
+/// `network` with a path), as CRI gives a pod's containers. A network
+/// namespace without a path (a new, empty one) is not made: such a
+/// container serves in the shim's own namespace.
+pub fn network_namespace(spec: &Spec) -> Option<PathBuf> {
+    spec.linux()
+        .as_ref()
+        .and_then(|linux| linux.namespaces().as_ref())
+        .and_then(|namespaces| {
+            namespaces
+                .iter()
+                .find(|ns| ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+        })
+        .and_then(|ns| ns.path().clone())
+        .filter(|path| !path.as_os_str().is_empty())
 }
 
 /// The pod `spec`'s container belongs to, if CRI says.
@@ -306,6 +335,8 @@ pub fn from_spec(spec: &Spec, rootfs: &Path) -> Result<Bundle, BundleError> {
     Ok(Bundle {
         spec: container,
         program: guest,
+        netns: network_namespace(spec),
+        pod: pod_id(spec).map(str::to_owned),
     })
 }
 

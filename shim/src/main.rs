@@ -8,6 +8,8 @@ mod bundle;
 #[cfg(target_os = "linux")]
 mod metrics;
 #[cfg(target_os = "linux")]
+mod netns;
+#[cfg(target_os = "linux")]
 mod rootfs;
 #[cfg(target_os = "linux")]
 mod serve;

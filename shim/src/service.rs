@@ -12,7 +12,8 @@
 //!
 //! Containers of one pod (CRI's `io.kubernetes.cri.sandbox-id`) share one
 //! shim process; the pod's pause container is a placeholder task that runs
-//! until it is killed. CloseIO has nothing to do (stdin ends when containerd
+//! until it is killed, and holds the pod's network namespace: a served
+//! container listens there (see [`crate::netns`]). CloseIO has nothing to do (stdin ends when containerd
 //! closes its FIFO). Update changes a task's memory cap and CPU quota,
 //! live once it runs. Exec, Pause, Resume and Checkpoint answer that berth
 //! does not support them.
@@ -98,6 +99,9 @@ struct TaskEntry {
     prepared: Option<Prepared>,
     /// A pod's pause container: a task with no sandbox behind it.
     placeholder: bool,
+    /// The network namespace file the task serves in (a placeholder's: its
+    /// pod's); none: the shim's own.
+    netns: Option<PathBuf>,
     /// Whether Start was called.
     started: bool,
     /// The running sandbox (and its private `/tmp`), once started.
@@ -256,8 +260,9 @@ impl Service {
         let role = bundle::load(&bundle_dir, rootfs.path()).map_err(|e| e.to_string())?;
         let bundle = match role {
             bundle::Role::Container(bundle) => *bundle,
-            bundle::Role::PodSandbox => {
+            bundle::Role::PodSandbox { netns } => {
                 return Ok(TaskEntry {
+                    netns,
                     bundle: bundle_dir,
                     stdin: req.stdin.clone(),
                     stdout: req.stdout.clone(),
@@ -271,6 +276,18 @@ impl Service {
                     exit: watch::channel(None).0,
                 });
             }
+        };
+        // CRI points a pod's containers at the network namespace of the
+        // pod's sandbox task's pid, which for a berth pod is this shim's
+        // own: the pod's namespace is the one its placeholder was given.
+        let netns = match bundle.netns {
+            Some(path) if crate::netns::is_own(&path) => bundle.pod.as_deref().and_then(|pod| {
+                lock(&self.inner.tasks)
+                    .get(pod)
+                    .filter(|task| task.placeholder)
+                    .and_then(|task| task.netns.clone())
+            }),
+            other => other,
         };
         let mut resolved = resolve_file(&bundle.spec).map_err(|e| e.to_string())?;
         resolved.sandbox.program_name = bundle.program.clone();
@@ -293,6 +310,7 @@ impl Service {
                 stdio,
             }),
             placeholder: false,
+            netns,
             started: false,
             launched: None,
             exit: watch::channel(None).0,
@@ -473,27 +491,37 @@ impl Task for Service {
                 ..Default::default()
             });
         }
-        let prepared = {
+        let (prepared, netns) = {
             let mut tasks = lock(&self.inner.tasks);
             let task = tasks.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
-            task.prepared.take().ok_or_else(|| {
+            let prepared = task.prepared.take().ok_or_else(|| {
                 status(
                     ttrpc::Code::FAILED_PRECONDITION,
                     format!("task {} was already started", req.id),
                 )
-            })?
+            })?;
+            (prepared, task.netns.clone())
+        };
+        let listener = match (netns, prepared.spec.ports.as_slice()) {
+            (Some(netns), [port]) => Some(
+                crate::netns::listen_in(&netns, port.host)
+                    .await
+                    .map_err(|error| status(ttrpc::Code::FAILED_PRECONDITION, error.to_string()))?,
+            ),
+            _ => None,
         };
         let settings = LaunchSettings {
             started: None,
             cpu_clock: CpuClock::Sandbox,
             default_max_connections: DEFAULT_MAX_CONNECTIONS,
         };
-        let launched = berth_container::launch(
+        let launched = berth_container::launch_on(
             &self.inner.runtime,
             &prepared.spec,
             prepared.resolved,
             prepared.stdio,
             &settings,
+            listener,
         )
         .await
         .map_err(|error| status(ttrpc::Code::FAILED_PRECONDITION, error.to_string()))?;

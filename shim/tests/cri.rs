@@ -29,9 +29,9 @@ use k8s_cri::v1::{
     ContainerStatus, ContainerStatusRequest, CreateContainerRequest, ImageSpec, ImageStatusRequest,
     KeyValue, LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig,
     LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, NamespaceMode,
-    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StatusRequest, StopContainerRequest,
-    StopPodSandboxRequest,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StatusRequest,
+    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -47,6 +47,7 @@ const CALL_LIMIT: Duration = Duration::from_secs(60);
 /// temp dir. Root here lacks CAP_SYS_RESOURCE, which runc's
 /// oom_score_adj needs unless restricted.
 fn cri_config(dir: &Path) -> String {
+    write_cni_network(dir);
     let path = |name: &str| dir.join(name).display().to_string();
     format!(
         "[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = {PAUSE_IMAGE:?}\n  \
@@ -65,6 +66,56 @@ fn cri_config(dir: &Path) -> String {
         cni_conf = path("cni/net.d"),
         runc = path("runc"),
     )
+}
+
+/// Where Debian's `containernetworking-plugins` installs the CNI plugins.
+const CNI_PLUGINS: &str = "/usr/lib/cni";
+
+/// Whether the CNI plugins a pod network needs here are installed (said
+/// on stderr when not).
+fn cni_installed() -> bool {
+    let installed = ["loopback", "ptp", "host-local"]
+        .iter()
+        .all(|plugin| Path::new(CNI_PLUGINS).join(plugin).exists());
+    if !installed {
+        eprintln!(
+            "skipping: the CNI plugins are not installed in {CNI_PLUGINS} (Debian package `containernetworking-plugins`)"
+        );
+    }
+    installed
+}
+
+/// The pod network CRI sets up for pods not on the node's network: a
+/// point-to-point veth per pod (CNI's `ptp`) with an address from a /24
+/// of its own (per test process, so that concurrent runs do not collide),
+/// its allocations kept under `dir`. Pods on the host's network never use
+/// it.
+fn write_cni_network(dir: &Path) {
+    let bin = dir.join("cni/bin");
+    let conf = dir.join("cni/net.d");
+    std::fs::create_dir_all(&bin).expect("CNI bin dir");
+    std::fs::create_dir_all(&conf).expect("CNI conf dir");
+    for plugin in ["loopback", "ptp", "host-local"] {
+        let installed = Path::new(CNI_PLUGINS).join(plugin);
+        if installed.exists() {
+            std::os::unix::fs::symlink(&installed, bin.join(plugin)).expect("link a CNI plugin");
+        }
+    }
+    let subnet = format!("10.213.{}.0/24", std::process::id() % 250);
+    let network = serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": "berth-test",
+        "plugins": [{
+            "type": "ptp",
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{ "subnet": subnet }]],
+                "dataDir": dir.join("cni/ipam"),
+            },
+        }],
+    });
+    std::fs::write(conf.join("10-berth-test.conflist"), network.to_string()).expect("CNI config");
 }
 
 /// A node: containerd with CRI, and the clients kubelet would hold.
@@ -183,6 +234,12 @@ impl Node {
 
     /// RunPodSandbox with the `berth` handler, on the host's network.
     fn run_pod(&self, name: &str) -> Pod {
+        self.run_pod_on(name, NamespaceMode::Node)
+    }
+
+    /// RunPodSandbox with the `berth` handler; `network` is `Node` for the
+    /// host's network, `Pod` for a network namespace of its own.
+    fn run_pod_on(&self, name: &str, network: NamespaceMode) -> Pod {
         let log_dir = self.containerd.dir.path().join("pods").join(name);
         std::fs::create_dir_all(&log_dir).expect("pod log dir");
         let config = PodSandboxConfig {
@@ -197,7 +254,7 @@ impl Node {
             linux: Some(LinuxPodSandboxConfig {
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(NamespaceOption {
-                        network: NamespaceMode::Node.into(),
+                        network: network.into(),
                         pid: NamespaceMode::Container.into(),
                         ipc: NamespaceMode::Pod.into(),
                         ..Default::default()
@@ -226,6 +283,44 @@ impl Node {
             config,
             log_dir,
         }
+    }
+
+    /// The address CRI gave `pod` on the pod network.
+    fn pod_ip(&self, pod: &Pod) -> String {
+        let request = PodSandboxStatusRequest {
+            pod_sandbox_id: pod.id.clone(),
+            verbose: false,
+        };
+        self.rpc(|mut c| async move { c.pod_sandbox_status(request).await })
+            .unwrap_or_else(|error| panic!("PodSandboxStatus: {error}"))
+            .status
+            .and_then(|status| status.network)
+            .map(|network| network.ip)
+            .filter(|ip| !ip.is_empty())
+            .unwrap_or_else(|| panic!("pod {} has no address", pod.id))
+    }
+
+    /// The network namespace file CRI made for `pod` (from its sandbox's
+    /// runtime spec, in PodSandboxStatus's verbose info).
+    fn pod_netns(&self, pod: &Pod) -> PathBuf {
+        let request = PodSandboxStatusRequest {
+            pod_sandbox_id: pod.id.clone(),
+            verbose: true,
+        };
+        let info = self
+            .rpc(|mut c| async move { c.pod_sandbox_status(request).await })
+            .unwrap_or_else(|error| panic!("PodSandboxStatus: {error}"))
+            .info;
+        let info: serde_json::Value =
+            serde_json::from_str(info.get("info").map_or("{}", String::as_str)).expect("info");
+        info["runtimeSpec"]["linux"]["namespaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|namespace| namespace["type"] == "network")
+            .and_then(|namespace| namespace["path"].as_str())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("pod {} has no network namespace: {info}", pod.id))
     }
 
     /// CreateContainer and StartContainer of `config` in `pod`.
@@ -610,6 +705,185 @@ fn a_wasi_http_container_answers_on_its_port_in_a_host_network_pod() {
     assert_eq!(
         (status.exit_code, status.reason.as_str()),
         (0, "Completed"),
+        "{status:?}"
+    );
+    node.remove_pod(pod);
+}
+
+#[test]
+fn a_wasi_http_container_serves_in_its_pods_network_namespace() {
+    if skip_without_containerd() || !cni_installed() {
+        return;
+    }
+    let node = Node::start();
+    let image = node.import_image(
+        "critest/http:v1",
+        "FROM scratch\nCOPY http-hello.wasm /http.wasm\nENTRYPOINT [\"/http.wasm\"]\n",
+    );
+    let pod = node.run_pod_on("podnet", NamespaceMode::Pod);
+    let _namespace = NetnsGuard(node.pod_netns(&pod));
+    let ip = node.pod_ip(&pod);
+    // The container port, as a Deployment's containerPort: the pod has the
+    // port to itself, whatever the node's own sockets use.
+    let web = node.start_container(&pod, container("web", &image));
+    node.running(&web);
+    // The pod's address is not the node's: it answers only from inside the
+    // pod's namespace, through the pod's veth.
+    let addr = format!("{ip}:8080");
+    let response = node.until(&format!("an answer on {addr}"), || get(&addr));
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("Hello from berth!"), "{response}");
+    // The node's namespace holds no listener of the shim on that port.
+    let shims = node.containerd.shims();
+    let [(shim, _)] = shims.as_slice() else {
+        panic!("one shim per pod: {shims:?}");
+    };
+    assert!(
+        !node_listener_is_the_shims(*shim, 8080),
+        "the shim listens on 8080 in the node's namespace"
+    );
+    node.stop_container(&web, 10);
+    let status = node.exited(&web);
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    node.remove_pod(pod);
+}
+
+/// Deletes a pod's network namespace (and with it the pod's veth) if the
+/// test fails before the pod is removed as kubelet removes it.
+struct NetnsGuard(PathBuf);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(name) = self.0.file_name()
+        {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "delete"])
+                .arg(name)
+                .status();
+        }
+    }
+}
+
+/// The (port, socket inode) of each listening socket in a
+/// `/proc/PID/net/tcp` table (state 0A is LISTEN).
+fn listeners(table: &str) -> Vec<(u16, String)> {
+    std::fs::read_to_string(table)
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = fields.get(1)?.rsplit_once(':')?.1;
+            (fields.get(3) == Some(&"0A"))
+                .then(|| {
+                    Some((
+                        u16::from_str_radix(port, 16).ok()?,
+                        (*fields.get(9)?).to_owned(),
+                    ))
+                })
+                .flatten()
+        })
+        .collect()
+}
+
+/// Whether a socket listening on `port` in the node's namespace belongs
+/// to process `pid`.
+fn node_listener_is_the_shims(pid: i32, port: u16) -> bool {
+    let inodes: Vec<String> = listeners(&format!("/proc/{pid}/net/tcp"))
+        .into_iter()
+        .filter(|(listened, _)| *listened == port)
+        .map(|(_, inode)| format!("socket:[{inode}]"))
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|link| inodes.iter().any(|inode| link == Path::new(inode)))
+}
+
+/// The stdin FIFO CRI made for container `id` (under containerd's state
+/// dir, which the test owns).
+fn stdin_fifo(node: &Node, id: &str) -> PathBuf {
+    let name = format!("{id}-stdin");
+    let mut pending = vec![node.containerd.dir.path().join("state")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy() == name {
+                return path;
+            }
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                pending.push(path);
+            }
+        }
+    }
+    panic!("no stdin FIFO {name} under containerd's state dir");
+}
+
+#[test]
+fn update_container_resources_changes_a_running_sandboxs_memory_cap() {
+    if skip_without_containerd() {
+        return;
+    }
+    let node = Node::start();
+    let grow = node.import_image(
+        "critest/grow:v1",
+        "FROM scratch\nCOPY grow.wasm /grow.wasm\nENTRYPOINT [\"/grow.wasm\"]\n",
+    );
+    let pod = node.run_pod("update");
+    // Grows to 1 MiB, then by 1 MiB per byte on stdin; capped at 2 MiB.
+    let mut config = tool("grow", &grow, &["/grow.wasm"], 2 << 20, 0);
+    config.stdin = true;
+    let id = node.start_container(&pod, config);
+    node.running(&id);
+    let memory = |id: &str| {
+        node.stats(id)
+            .memory
+            .and_then(|memory| memory.usage_bytes)
+            .map_or(0, |usage| usage.value)
+    };
+    node.until("the guest grows to 1 MiB", || {
+        (memory(&id) >= 1 << 20).then_some(())
+    });
+    let update = |bytes: i64| {
+        let request = UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: bytes,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        node.rpc(|mut c| async move { c.update_container_resources(request).await })
+            .unwrap_or_else(|error| panic!("UpdateContainerResources: {error}"));
+    };
+    let mut stdin = std::fs::OpenOptions::new()
+        .write(true)
+        .open(stdin_fifo(&node, &id))
+        .expect("open the container's stdin");
+    let mut feed = |bytes: &[u8]| {
+        use std::io::Write;
+        stdin.write_all(bytes).expect("write stdin");
+    };
+
+    // Raised to 8 MiB while it runs: two more MiB (3 in all, over the
+    // first cap) fit, and it keeps running.
+    update(8 << 20);
+    feed(b"ab");
+    node.until("the guest grows to 3 MiB", || {
+        (memory(&id) >= 3 << 20).then_some(())
+    });
+    assert_eq!(node.status(&id).state(), ContainerState::ContainerRunning);
+
+    // Lowered to 3 MiB: one more does not fit.
+    update(3 << 20);
+    feed(b"c");
+    let status = node.exited(&id);
+    assert_eq!(
+        (status.exit_code, status.reason.as_str()),
+        (137, "OOMKilled"),
         "{status:?}"
     );
     node.remove_pod(pod);
