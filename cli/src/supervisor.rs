@@ -397,7 +397,9 @@ mod unix {
                 stdout: Output::Writer(Box::new(stdout)),
                 stderr: Output::Writer(Box::new(stderr)),
             };
-            let launched = launch(&runtime, spec, resolved, stdio, &settings).await?;
+            let launched = launch(&runtime, spec, resolved, stdio, &settings)
+                .await
+                .map_err(|error| crate::commands::run::explain_launch_error(spec, error))?;
             if let Some(serving) = &launched.serving {
                 write_lines(
                     &log,
