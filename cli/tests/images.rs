@@ -443,7 +443,9 @@ fn run_without_the_compiler(
     run.expect_code(0);
     assert!(run.stdout.contains("Hello"), "{}", run.stdout);
 
-    // No code for this target: refused, naming it.
+    // No code for this target: refused, naming it. (Another image: the
+    // same Dockerfile would build pre:v1 again, digest for digest.)
+    let variant = context(&format!("{HELLO_DOCKERFILE}ENV VARIANT=3\n"));
     full.run(&[
         "build",
         "-q",
@@ -451,7 +453,7 @@ fn run_without_the_compiler(
         foreign,
         "-t",
         "foreign:v1",
-        ctx_path,
+        &variant.path().display().to_string(),
     ])
     .expect_code(0);
     let refused = slim_run(full, &["run", "foreign:v1"]);
