@@ -393,7 +393,9 @@ mod unix {
                 stdout,
                 stderr,
             };
-            let launched = launch(runtime, spec, resolved, stdio, settings).await?;
+            let launched = launch(runtime, spec, resolved, stdio, settings)
+                .await
+                .map_err(|error| crate::commands::run::explain_launch_error(spec, error))?;
             if let Some(serving) = &launched.serving {
                 write_lines(
                     log,

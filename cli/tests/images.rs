@@ -266,3 +266,294 @@ fn bad_dockerfile_lines_name_their_line_number() {
         run.expect_berth_error(line);
     }
 }
+
+/// `berth inspect IMAGE`'s precompiled programs: (target, engine, code digest).
+fn precompiled_of(berth: &Berth, image: &str) -> (String, Vec<(String, String, String)>) {
+    let inspect = berth.run(&["inspect", image]);
+    inspect.expect_code(0);
+    let json: serde_json::Value = serde_json::from_str(&inspect.stdout).expect("inspect JSON");
+    let id = json[0]["Id"].as_str().expect("Id").to_owned();
+    let mut attached: Vec<_> = json[0]["Precompiled"]
+        .as_array()
+        .expect("Precompiled")
+        .iter()
+        .map(|p| {
+            (
+                p["Target"].as_str().expect("Target").to_owned(),
+                p["Engine"].as_str().expect("Engine").to_owned(),
+                p["Digest"].as_str().expect("Digest").to_owned(),
+            )
+        })
+        .collect();
+    attached.sort();
+    (id, attached)
+}
+
+/// The code blob of the precompiled program for `target` of `image`.
+fn precompiled_code_blob(berth: &Berth, image: &str, target: &str) -> std::path::PathBuf {
+    let (_, attached) = precompiled_of(berth, image);
+    let (_, _, manifest) = attached
+        .iter()
+        .find(|(t, _, _)| t == target)
+        .expect("attached for target");
+    let blobs = berth.home.path().join("images/blobs/sha256");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blobs.join(manifest.trim_start_matches("sha256:"))).expect("manifest"),
+    )
+    .expect("manifest JSON");
+    let layer = manifest["layers"][0]["digest"].as_str().expect("layer");
+    blobs.join(layer.trim_start_matches("sha256:"))
+}
+
+/// The berth built without the compiler, when the environment names it
+/// (`.ci/slim` builds it; building it is a second full wasmtime compile).
+fn slim_berth() -> Option<std::path::PathBuf> {
+    std::env::var_os("BERTH_SLIM_BIN").map(std::path::PathBuf::from)
+}
+
+#[test]
+fn precompiled_programs_are_attached_carried_and_run() {
+    let host = berth_runtime::precompiled::host_target();
+    let foreign = if host.starts_with("aarch64") {
+        "x86_64-unknown-linux-gnu"
+    } else {
+        "aarch64-unknown-linux-gnu"
+    };
+    let berth = Berth::new();
+    let ctx = context(HELLO_DOCKERFILE);
+    let ctx_path = ctx.path().display().to_string();
+
+    // A target berth does not compile for is refused before building.
+    berth
+        .run(&[
+            "build",
+            "--precompile",
+            "riscv64gc-unknown-linux-gnu",
+            "-t",
+            "x:v1",
+            &ctx_path,
+        ])
+        .expect_berth_error("riscv64gc-unknown-linux-gnu");
+    assert_eq!(berth.run(&["images", "-q"]).stdout.trim(), "");
+
+    // Attaching leaves the image, and its digest, as built.
+    let built = berth.run(&["build", "-q", "-t", "pre:v1", &ctx_path]);
+    built.expect_code(0);
+    let digest = built.stdout.trim().to_owned();
+    berth
+        .run(&["image", "precompile", "pre:v1", "--target", foreign])
+        .expect_code(0);
+    let (id, attached) = precompiled_of(&berth, "pre:v1");
+    assert_eq!(id, digest);
+    assert_eq!(attached.len(), 1, "{attached:?}");
+    assert_eq!(attached[0].0, foreign);
+
+    // `build --precompile` attaches each target; attaching a target again
+    // replaces its code.
+    let rebuilt = berth.run(&[
+        "build",
+        "-q",
+        "--precompile",
+        &host,
+        "--precompile",
+        foreign,
+        "-t",
+        "pre:v1",
+        &ctx_path,
+    ]);
+    rebuilt.expect_code(0);
+    let (id, attached) = precompiled_of(&berth, "pre:v1");
+    assert_eq!(id, rebuilt.stdout.trim());
+    let targets: Vec<&str> = attached.iter().map(|(t, _, _)| t.as_str()).collect();
+    let mut expected = vec![host.as_str(), foreign];
+    expected.sort();
+    assert_eq!(targets, expected, "{attached:?}");
+    assert_ne!(attached[0].1, attached[1].1, "engine keys differ by target");
+    // Attachments are not images.
+    let images = berth.run(&["images", "-q"]);
+    assert_eq!(images.stdout.trim().lines().count(), 1, "{}", images.stdout);
+
+    let run = berth.run(&["run", "pre:v1"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("Hello"), "{}", run.stdout);
+
+    // save/load carry them.
+    let out = tempfile::tempdir().expect("out");
+    let tar = out.path().join("pre.tar");
+    berth
+        .run(&["save", "-o", &tar.display().to_string(), "pre:v1"])
+        .expect_code(0);
+    let loader = Berth::new();
+    loader
+        .run(&["load", "-i", &tar.display().to_string()])
+        .expect_code(0);
+    assert_eq!(
+        precompiled_of(&loader, "pre:v1"),
+        (id.clone(), attached.clone())
+    );
+    loader.run(&["run", "pre:v1"]).expect_code(0);
+
+    if let Some(slim) = slim_berth() {
+        run_without_the_compiler(&slim, &loader, &host, foreign, &ctx_path);
+    }
+
+    // Code whose bytes no longer match their digest is refused, even by a
+    // berth that could compile.
+    let blob = precompiled_code_blob(&loader, "pre:v1", &host);
+    let mut code = std::fs::read(&blob).expect("code");
+    let last = code.len() - 1;
+    code[last] ^= 0xff;
+    std::fs::write(&blob, &code).expect("corrupt");
+    loader
+        .run(&["run", "pre:v1"])
+        .expect_berth_error(&blob.file_name().expect("name").to_string_lossy());
+
+    // They go with their image.
+    berth.run(&["rmi", "pre:v1"]).expect_code(0);
+    let pruned = berth.run(&["image", "prune"]);
+    pruned.expect_code(0);
+    for (_, _, manifest) in &attached {
+        assert!(
+            pruned.stdout.contains(manifest.as_str()),
+            "{}",
+            pruned.stdout
+        );
+    }
+}
+
+/// The compiler-less berth at `slim` with `full`'s image store: runs the
+/// image precompiled for its target, refuses the rest by name.
+fn run_without_the_compiler(
+    slim: &std::path::Path,
+    full: &Berth,
+    host: &str,
+    foreign: &str,
+    ctx_path: &str,
+) {
+    let slim_run = |berth: &Berth, args: &[&str]| {
+        let mut command = std::process::Command::new(slim);
+        command
+            .args(args)
+            .env("BERTH_HOME", berth.home.path())
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null());
+        berth.run_with(command, None, Duration::from_secs(60))
+    };
+    let run = slim_run(full, &["run", "pre:v1"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("Hello"), "{}", run.stdout);
+
+    // No code for this target: refused, naming it. (Another image: the
+    // same Dockerfile would build pre:v1 again, digest for digest.)
+    let variant = context(&format!("{HELLO_DOCKERFILE}ENV VARIANT=3\n"));
+    full.run(&[
+        "build",
+        "-q",
+        "--precompile",
+        foreign,
+        "-t",
+        "foreign:v1",
+        &variant.path().display().to_string(),
+    ])
+    .expect_code(0);
+    let refused = slim_run(full, &["run", "foreign:v1"]);
+    refused.expect_berth_error(&format!(
+        "image foreign:v1 has no program precompiled for {host}"
+    ));
+    assert!(
+        refused.stderr.contains(&format!("--precompile {host}")),
+        "{}",
+        refused.stderr
+    );
+
+    // Code for this target made for another engine is not used; garbage
+    // for this target and engine is refused, never loaded.
+    let other = Berth::new();
+    other
+        .run(&["build", "-q", "-t", "other:v1", ctx_path])
+        .expect_code(0);
+    // Another image (its own digest) with the same program.
+    let variant = context(&format!("{HELLO_DOCKERFILE}ENV VARIANT=2\n"));
+    other
+        .run(&[
+            "build",
+            "-q",
+            "-t",
+            "garbage:v1",
+            &variant.path().display().to_string(),
+        ])
+        .expect_code(0);
+    let code = std::fs::read(precompiled_code_blob(full, "pre:v1", host)).expect("code");
+    attach(&other, "other:v1", host, &"0".repeat(32), &code);
+    let refused = slim_run(&other, &["run", "other:v1"]);
+    refused.expect_berth_error(&format!(
+        "image other:v1 has no program precompiled for {host} (engine {})",
+        berth_runtime::precompiled::engine_key(host)
+    ));
+    attach(
+        &other,
+        "garbage:v1",
+        host,
+        &berth_runtime::precompiled::engine_key(host),
+        b"not code",
+    );
+    slim_run(&other, &["run", "garbage:v1"]).expect_berth_error("not wasmtime's");
+
+    // Files need the compiler.
+    let hello = example("wasm/hello.wasm").display().to_string();
+    slim_run(full, &["run", &hello]).expect_berth_error("without the compiler");
+}
+
+/// Attaches `code` to `image` of `berth`'s store as a precompiled program
+/// of hello.wasm for `target` and `engine`, as a forger could.
+fn attach(berth: &Berth, image: &str, target: &str, engine: &str, code: &[u8]) {
+    let store = berth_registry::Store::open(berth.home.path().join("images")).expect("store");
+    let (digest, _) = store.resolve(image).expect("image");
+    let hello = std::fs::read(example("wasm/hello.wasm")).expect("hello");
+    let info = berth_registry::precompiled::PrecompiledInfo {
+        target: target.to_owned(),
+        engine: engine.to_owned(),
+        source: berth_registry::digest::of(&hello),
+        compatibility_hash: String::new(),
+    };
+    berth_registry::precompiled::attach(&store, &digest, &info, code).expect("attach");
+}
+
+#[test]
+fn garbage_attached_for_this_machine_is_refused() {
+    let host = berth_runtime::precompiled::host_target();
+    let berth = Berth::new();
+    let ctx = context(HELLO_DOCKERFILE);
+    berth
+        .run(&[
+            "build",
+            "-q",
+            "-t",
+            "forged:v1",
+            &ctx.path().display().to_string(),
+        ])
+        .expect_code(0);
+    attach(
+        &berth,
+        "forged:v1",
+        &host,
+        &berth_runtime::precompiled::engine_key(&host),
+        b"#!/bin/sh\necho owned\n",
+    );
+    let run = berth.run(&["run", "forged:v1"]);
+    run.expect_berth_error("refusing the code precompiled for /app/hello.wasm in forged:v1");
+    assert!(!run.stdout.contains("owned"));
+    // Code for another engine is ignored: this berth compiles instead.
+    let variant = context(&format!("{HELLO_DOCKERFILE}ENV VARIANT=2\n"));
+    berth
+        .run(&[
+            "build",
+            "-q",
+            "-t",
+            "elsewhere:v1",
+            &variant.path().display().to_string(),
+        ])
+        .expect_code(0);
+    attach(&berth, "elsewhere:v1", &host, &"0".repeat(32), b"garbage");
+    berth.run(&["run", "elsewhere:v1"]).expect_code(0);
+}

@@ -112,6 +112,7 @@ pub async fn launch_on(
         origin,
         sandbox: mut sandbox_spec,
         scratch,
+        precompiled,
     } = resolved;
     let bytes = berth_runtime::program::read_file(&path)?;
     // Only a wasi:http component served on a published port gets the
@@ -125,7 +126,7 @@ pub async fn launch_on(
     } else {
         EngineChoice::Command
     };
-    let program = runtime.load(&bytes, &origin, choice)?;
+    let program = runtime.load_precompiled(&bytes, &origin, choice, &precompiled)?;
     if program.is_http_proxy() {
         let [publish] = spec.ports.as_slice() else {
             return Err(LaunchError::Ports(if spec.ports.is_empty() {

@@ -133,6 +133,9 @@ pub struct Resolved {
     /// The container's private `/tmp` (image targets), removed when dropped
     /// or closed.
     pub scratch: Option<tempfile::TempDir>,
+    /// Code precompiled for this machine's target that the image carries
+    /// (digest-verified), tried before compiling; empty for files.
+    pub precompiled: Vec<berth_runtime::Precompiled>,
 }
 
 /// The target a command-line FILE|IMAGE argument names: a file when it
@@ -219,6 +222,7 @@ pub fn resolve_file(spec: &ContainerSpec) -> Result<Resolved, ResolveError> {
             path,
             sandbox,
             scratch: None,
+            precompiled: Vec::new(),
         },
     )
 }
@@ -325,8 +329,32 @@ pub fn resolve_image(
             path: found.path,
             sandbox,
             scratch: Some(scratch),
+            precompiled: precompiled_for_host(store, &digest)?,
         },
     )
+}
+
+/// The programs image `digest` carries precompiled for this machine's
+/// target, their code read and checked against its digest.
+pub fn precompiled_for_host(
+    store: &Store,
+    digest: &str,
+) -> Result<Vec<berth_runtime::Precompiled>, ResolveError> {
+    let target = berth_runtime::precompiled::host_target();
+    berth_registry::precompiled::list(store, digest, Some(&target))?
+        .into_iter()
+        .map(|attached| {
+            let code = berth_registry::precompiled::read_code(store, &attached)?;
+            let info = attached.info;
+            Ok(berth_runtime::Precompiled {
+                target: info.target,
+                engine: info.engine,
+                source: info.source,
+                compatibility_hash: info.compatibility_hash,
+                code,
+            })
+        })
+        .collect()
 }
 
 /// Applies the spec's own settings over what the target gave: its mounts

@@ -50,6 +50,14 @@ pub fn save(store: &Store, images: &[&str], output: &Path) -> Result<()> {
         );
         desc.annotations = (!annotations.is_empty()).then_some(annotations);
         index.manifests.push(desc);
+        // What is attached to the image (precompiled programs) goes
+        // with it, as entries of the archive's index.
+        for attachment in store.attachments(&digest)? {
+            let attached = store.manifest(&attachment.digest)?;
+            blobs.insert(attachment.digest.clone());
+            blobs.extend(attached.blobs().map(|b| b.digest.clone()));
+            index.manifests.push(attachment);
+        }
         blobs.insert(digest);
         blobs.extend(manifest.blobs().map(|b| b.digest.clone()));
     }
@@ -223,6 +231,20 @@ fn load_oci(store: &Store, index_bytes: &[u8], input: &Path) -> Result<LoadOutco
         }
         let bytes = store.read_blob(&desc.digest)?;
         let digest = store.put_manifest(&bytes)?;
+        if desc.is_attachment() {
+            // Attached to the manifest its own (verified) bytes name, not
+            // to whatever the archive's index claims.
+            let subject =
+                crate::precompiled::subject_of(&bytes).ok_or_else(|| RegistryError::Archive {
+                    path: input.to_path_buf(),
+                    reason: format!("the attached artifact {digest} names no subject"),
+                })?;
+            let mut annotations = desc.annotations.clone().unwrap_or_default();
+            annotations.remove(crate::image::ANNOTATION_SUBJECT);
+            let artifact_type = desc.artifact_type.clone().unwrap_or_default();
+            store.attach(&digest, &artifact_type, &subject, annotations)?;
+            continue;
+        }
         let name = [ANNOTATION_REF_NAME, ANNOTATION_CONTAINERD_NAME]
             .iter()
             .filter_map(|k| desc.annotation(k))

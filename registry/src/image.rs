@@ -45,6 +45,10 @@ pub const MEDIA_COMPONENT_LAYER: &str =
     "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm";
 /// The annotation naming an image in an OCI layout's index.json.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The annotation marking an index entry as an artifact attached to an
+/// image (its value: the image's manifest digest), such as a precompiled
+/// program ([`crate::precompiled`]).
+pub const ANNOTATION_SUBJECT: &str = "dev.berth.subject";
 /// The annotation containerd reads for the image's name on import.
 pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// Where the wasm file of an artifact or component-layer image lives in its rootfs.
@@ -82,6 +86,12 @@ impl Descriptor {
             platform: None,
             artifact_type: None,
         }
+    }
+
+    /// Whether this index entry is an artifact attached to an image rather
+    /// than an image.
+    pub fn is_attachment(&self) -> bool {
+        self.annotation(ANNOTATION_SUBJECT).is_some()
     }
 
     /// The value of annotation `key`.

@@ -9,6 +9,8 @@
 //! - [`client::pull`] / [`client::push`] against a registry;
 //!   [`auth::login`], [`auth::logout`], [`auth::credentials_for`];
 //! - [`archive::save`] / [`archive::load`] OCI-layout tars (`ctr images import` reads them);
+//! - [`precompiled::attach`] / [`precompiled::list`] programs precompiled
+//!   for a target, attached to an image without changing it;
 //! - [`image::run_config`] what to run, [`image::program`] the program itself
 //!   (for hosts embedding the runtime), [`image::inspect`] everything about an
 //!   image; [`unpack::rootfs`] the directory to mount at `/`.
@@ -24,6 +26,7 @@ pub mod digest;
 pub mod dockerfile;
 pub mod error;
 pub mod image;
+pub mod precompiled;
 pub mod reference;
 pub mod store;
 pub mod unpack;

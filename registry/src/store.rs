@@ -27,7 +27,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::digest::{self, HashingWriter};
 use crate::error::{RegistryError, Result};
-use crate::image::{ANNOTATION_REF_NAME, Descriptor, ImageConfig, Index, MEDIA_MANIFEST, Manifest};
+use crate::image::{
+    ANNOTATION_REF_NAME, ANNOTATION_SUBJECT, Descriptor, ImageConfig, Index, MEDIA_MANIFEST,
+    Manifest,
+};
 use crate::reference::Reference;
 
 const TMP_DIR: &str = "tmp";
@@ -342,6 +345,58 @@ impl Store {
         self.write_index(&index)
     }
 
+    /// Records manifest `digest`, an artifact of type `artifact_type`
+    /// attached to image manifest `subject` (a digest), in the index with
+    /// `annotations` and [`ANNOTATION_SUBJECT`]: never listed or resolved
+    /// as an image, kept by [`Store::prune`] while `subject` is in the
+    /// index. Replaces an attachment of `subject` with the same type and
+    /// annotations. The manifest must be stored ([`Store::put_manifest`])
+    /// and name `subject` as its subject.
+    pub fn attach(
+        &self,
+        digest: &str,
+        artifact_type: &str,
+        subject: &str,
+        mut annotations: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let (manifest_bytes, manifest, media_type) = self.manifest_with_media_type(digest)?;
+        if crate::precompiled::subject_of(&manifest_bytes).as_deref() != Some(subject) {
+            return Err(RegistryError::Unsupported {
+                image: subject.to_owned(),
+                reason: format!("the artifact {digest} does not name it as its subject"),
+            });
+        }
+        annotations.insert(ANNOTATION_SUBJECT.to_owned(), subject.to_owned());
+        let _lock = self.lock()?;
+        self.check_complete(&manifest)?;
+        if !self.has_blob(subject) {
+            return Err(RegistryError::BlobNotFound(subject.to_owned()));
+        }
+        let mut index = self.read_index()?;
+        index.manifests.retain(|d| {
+            !(d.digest == digest
+                || (d.artifact_type.as_deref() == Some(artifact_type)
+                    && d.annotations.as_ref() == Some(&annotations)))
+        });
+        let mut desc =
+            Descriptor::new(&media_type, digest.to_string(), manifest_bytes.len() as u64);
+        desc.artifact_type = Some(artifact_type.to_owned());
+        desc.annotations = Some(annotations);
+        index.manifests.push(desc);
+        self.write_index(&index)
+    }
+
+    /// The index entries of the artifacts attached to image manifest
+    /// `subject` (a digest).
+    pub fn attachments(&self, subject: &str) -> Result<Vec<Descriptor>> {
+        Ok(self
+            .read_index()?
+            .manifests
+            .into_iter()
+            .filter(|d| d.annotation(ANNOTATION_SUBJECT) == Some(subject))
+            .collect())
+    }
+
     /// Resolves a name (`hello`, `hello:1.0`, `name@sha256:…`), a digest
     /// (`sha256:…`) or a unique digest prefix (at least 4 hex digits, as
     /// `berth images` prints) to the manifest digest and manifest.
@@ -358,7 +413,7 @@ impl Store {
     pub fn images(&self) -> Result<Vec<ImageSummary>> {
         let index = self.read_index()?;
         let mut out = Vec::new();
-        for d in &index.manifests {
+        for d in index.manifests.iter().filter(|d| !d.is_attachment()) {
             let name = d
                 .annotation(ANNOTATION_REF_NAME)
                 .and_then(|n| Reference::parse(n).ok())
@@ -430,7 +485,24 @@ impl Store {
     /// by crashed writers. Returns what was freed.
     pub fn prune(&self) -> Result<Pruned> {
         let _lock = self.lock()?;
-        let index = self.read_index()?;
+        let mut index = self.read_index()?;
+        // Attachments go with their image: once no image entry names
+        // their subject, they are dropped from the index, and their blobs
+        // below.
+        let images: BTreeSet<String> = index
+            .manifests
+            .iter()
+            .filter(|d| !d.is_attachment())
+            .map(|d| d.digest.clone())
+            .collect();
+        let before = index.manifests.len();
+        index.manifests.retain(|d| {
+            d.annotation(ANNOTATION_SUBJECT)
+                .is_none_or(|subject| images.contains(subject))
+        });
+        if index.manifests.len() != before {
+            self.write_index(&index)?;
+        }
         let mut keep = BTreeSet::new();
         for d in &index.manifests {
             keep.insert(d.digest.clone());
@@ -504,6 +576,18 @@ impl Store {
 
 fn resolve_in(index: &Index, value: &str) -> Result<String> {
     let not_found = || RegistryError::ImageNotFound(value.to_string());
+    // Attached artifacts are not images: never run, tag or remove one by
+    // its digest.
+    let images = Index {
+        manifests: index
+            .manifests
+            .iter()
+            .filter(|d| !d.is_attachment())
+            .cloned()
+            .collect(),
+        ..Index::default()
+    };
+    let index = &images;
     if value.starts_with("sha256:") {
         digest::hex_part(value)?;
         return index

@@ -23,6 +23,10 @@
 //! no owner or ACL checks are made: the cache lives in the user's profile
 //! (`%APPDATA%`), whose ACL already excludes other users.
 
+// Without the compiler, nothing is compiled and so nothing is cached; the
+// type stays so that front doors configure both builds alike.
+#![cfg_attr(not(feature = "compiler"), allow(dead_code, unused_imports))]
+
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -31,11 +35,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
-use wasmtime::component::Component;
 
 use crate::RuntimeError;
 use crate::compile::{ChildFailure, CompileIsolation, compile_in_child};
-use crate::program::{Code, WasmKind, compile};
+#[cfg(feature = "compiler")]
+use crate::program::compile;
+use crate::program::{Code, WasmKind, deserialize};
 use crate::sizing::Reservation;
 
 const ENTRY_MAGIC: &[u8; 8] = b"BERTHCW1";
@@ -67,7 +72,7 @@ pub enum CacheOutcome {
 }
 
 /// Feeds `Hash` output into sha256 so the key is stable across processes.
-struct Sha256Hasher(Sha256);
+pub(crate) struct Sha256Hasher(pub(crate) Sha256);
 
 impl Hasher for Sha256Hasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -100,6 +105,7 @@ impl CompileCache {
         &self.dir
     }
 
+    #[cfg(feature = "compiler")]
     /// The path of the entry for the binary whose sha256 is `digest`,
     /// compiled by `engine`.
     fn entry_path(&self, engine: &Engine, digest: &[u8; 32], kind: WasmKind) -> PathBuf {
@@ -112,6 +118,7 @@ impl CompileCache {
         self.dir.join(format!("{key}.cwasm"))
     }
 
+    #[cfg(feature = "compiler")]
     /// Loads `binary` (whose sha256 is `digest`) from the cache, or
     /// compiles and stores it; also says whether it hit.
     /// `reservation` is the engine's, for a compile child to compile for.
@@ -169,6 +176,7 @@ impl CompileCache {
         Ok((program, outcome))
     }
 
+    #[cfg(feature = "compiler")]
     /// Compiles `binary` as the cache's isolation says: the program, and
     /// its serialized code to store (or why it could not be serialized).
     fn compile_miss(
@@ -293,24 +301,4 @@ fn verified_payload(entry: &[u8]) -> Result<&[u8], String> {
         return Err("checksum mismatch (corrupted or truncated)".into());
     }
     Ok(payload)
-}
-
-fn deserialize(engine: &Engine, payload: &[u8], kind: WasmKind) -> Result<Code, String> {
-    // SAFETY: `deserialize` trusts its input to be code produced by a
-    // compatible engine. A cached payload was written by `store` from the
-    // output of `serialize` of an engine with the same compatibility hash
-    // (it is part of the file name), and its sha256 has just been verified,
-    // so the bytes are exactly what wasmtime produced. A fresh payload comes
-    // over a pipe from the compile child, which is the front door's own
-    // executable compiling with the same engine configuration. wasmtime
-    // additionally checks its own header, version and engine settings.
-    let result = match kind {
-        WasmKind::Module => {
-            unsafe { wasmtime::Module::deserialize(engine, payload) }.map(Code::Module)
-        }
-        WasmKind::Component => {
-            unsafe { Component::deserialize(engine, payload) }.map(Code::Component)
-        }
-    };
-    result.map_err(|error| format!("{error:#}"))
 }

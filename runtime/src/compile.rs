@@ -17,6 +17,10 @@
 //! child reads a header and the WebAssembly binary on stdin and writes the
 //! compiled artifact on stdout.
 
+// Without the compiler no child is ever started; the types stay so that
+// front doors configure both builds alike.
+#![cfg_attr(not(feature = "compiler"), allow(dead_code))]
+
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -277,6 +281,12 @@ pub fn child_main() -> i32 {
         eprintln!("cannot read the program to compile: {error}");
         return EXIT_FAILED;
     }
+    compile_request(kind, reservation, &binary)
+}
+
+/// Compiles the request read by [`child_main`] and writes the code on stdout.
+#[cfg(feature = "compiler")]
+fn compile_request(kind: u8, reservation: Option<Reservation>, binary: &[u8]) -> i32 {
     let engine = match wasmtime::Engine::new(&crate::engine::config_for(reservation)) {
         Ok(engine) => engine,
         Err(error) => {
@@ -285,8 +295,8 @@ pub fn child_main() -> i32 {
         }
     };
     let compiled = match kind {
-        0 => engine.precompile_module(&binary),
-        1 => engine.precompile_component(&binary),
+        0 => engine.precompile_module(binary),
+        1 => engine.precompile_component(binary),
         other => {
             eprintln!("unknown program kind {other} in the compile request");
             return EXIT_FAILED;
@@ -308,6 +318,13 @@ pub fn child_main() -> i32 {
             EXIT_INVALID
         }
     }
+}
+
+/// A build without the compiler cannot serve compile requests.
+#[cfg(not(feature = "compiler"))]
+fn compile_request(_kind: u8, _reservation: Option<Reservation>, _binary: &[u8]) -> i32 {
+    eprintln!("this build of berth has no compiler");
+    EXIT_FAILED
 }
 
 /// Caps this process's data segment (heap and private writable mappings).

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, OptLevel};
+use wasmtime::{Config, Engine};
 
 use crate::sizing::{
     MEMORIES_PER_INSTANCE, Machine, Reservation, TABLES_PER_INSTANCE, command_reservation,
@@ -32,11 +32,12 @@ pub fn engine_config() -> Config {
         .epoch_interruption(true)
         .wasm_component_model(true)
         .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(64))
-        .cranelift_opt_level(OptLevel::Speed)
         // Guests get a generous but bounded stack: deep recursion traps with
         // "call stack exhausted" instead of taking the host down.
         .max_wasm_stack(1 << 20)
         .async_stack_size(2 << 20);
+    #[cfg(feature = "compiler")]
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
     config
 }
 

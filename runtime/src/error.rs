@@ -97,6 +97,29 @@ pub enum RuntimeError {
         /// What is accepted.
         reason: String,
     },
+    /// This runtime has no compiler and the program has no code
+    /// precompiled for it.
+    #[error(
+        "{origin} has no program precompiled for {target} (engine {engine}), and this build of berth has no compiler"
+    )]
+    NotPrecompiled {
+        /// Where the program came from.
+        origin: String,
+        /// The target triple this runtime runs code for.
+        target: String,
+        /// The engine key precompiled code must have been made for
+        /// ([`crate::precompiled::engine_key`]).
+        engine: String,
+    },
+    /// Precompiled code that claims to be for this runtime cannot be
+    /// loaded; it is refused rather than compiled around.
+    #[error("refusing the code precompiled for {origin}: {reason}")]
+    Precompiled {
+        /// Where the program came from.
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A sandbox was started outside a tokio runtime.
     #[error("sandboxes must be started from within a tokio runtime")]
     NoAsyncRuntime,

@@ -22,6 +22,7 @@ mod handle;
 pub mod http;
 pub mod limits;
 pub mod net;
+pub mod precompiled;
 pub mod program;
 pub mod quantity;
 mod runtime;
@@ -42,6 +43,7 @@ pub use handle::{
 };
 pub use limits::Limits;
 pub use net::{NetworkPolicy, OutboundRule, PortMapping};
+pub use precompiled::Precompiled;
 pub use program::{Program, WasmKind};
 pub use runtime::{EngineChoice, Runtime, RuntimeConfig};
 pub use sandbox::MAX_COMMAND_RESOURCES;

@@ -155,11 +155,7 @@ pub fn to_binary<'a>(
     if !looks_like_wat(text) {
         return Err(not_wasm(String::new()));
     }
-    let binary = wat::parse_str(text).map_err(|error| RuntimeError::InvalidWasm {
-        origin: origin.to_owned(),
-        kind: "text file",
-        reason: error.to_string(),
-    })?;
+    let binary = parse_text(text, origin)?;
     let kind = match detect_binary(&binary) {
         Some(Ok(kind)) => kind,
         _ => {
@@ -169,6 +165,26 @@ pub fn to_binary<'a>(
         }
     };
     Ok((std::borrow::Cow::Owned(binary), kind))
+}
+
+/// WebAssembly text → binary.
+#[cfg(feature = "compiler")]
+fn parse_text(text: &str, origin: &str) -> Result<Vec<u8>, RuntimeError> {
+    wat::parse_str(text).map_err(|error| RuntimeError::InvalidWasm {
+        origin: origin.to_owned(),
+        kind: "text file",
+        reason: error.to_string(),
+    })
+}
+
+/// Text is only for compiling: a build without the compiler runs binaries
+/// precompiled elsewhere.
+#[cfg(not(feature = "compiler"))]
+fn parse_text(_text: &str, origin: &str) -> Result<Vec<u8>, RuntimeError> {
+    Err(RuntimeError::NotWasm {
+        origin: origin.to_owned(),
+        detail: ": it is WebAssembly text, which only a berth with the compiler reads".into(),
+    })
 }
 
 /// Whether `text` starts, after whitespace and comments, with `(`.
@@ -187,6 +203,7 @@ fn looks_like_wat(text: &str) -> bool {
 }
 
 /// Compiles a WebAssembly binary of a known kind, without any cache.
+#[cfg(feature = "compiler")]
 pub(crate) fn compile(
     engine: &Engine,
     binary: &[u8],
@@ -207,6 +224,32 @@ pub(crate) fn compile(
         }
     };
     Ok(code)
+}
+
+/// Loads serialized code of `kind` into `engine`.
+///
+/// Only for bytes produced by wasmtime's `serialize`/`precompile` that the
+/// caller has verified: a compile cache entry whose checksum matched, the
+/// output of berth's own compile child, or precompiled code from a
+/// digest-verified image blob that passed [`crate::precompiled`]'s checks.
+pub(crate) fn deserialize(engine: &Engine, payload: &[u8], kind: WasmKind) -> Result<Code, String> {
+    // SAFETY: `deserialize` trusts its input to be code produced by a
+    // compatible engine. Every caller passes bytes that wasmtime produced
+    // and whose integrity it checked (see above): a cache entry's sha256,
+    // the compile child (the front door's own executable, compiling with
+    // the same engine configuration), or an image blob verified against
+    // its digest and made for this target and engine key from the very
+    // program being loaded. wasmtime additionally checks its own header,
+    // version, target and engine settings.
+    let result = match kind {
+        WasmKind::Module => {
+            unsafe { wasmtime::Module::deserialize(engine, payload) }.map(Code::Module)
+        }
+        WasmKind::Component => {
+            unsafe { Component::deserialize(engine, payload) }.map(Code::Component)
+        }
+    };
+    result.map_err(|error| format!("{error:#}"))
 }
 
 /// Reads `path`, as [`crate::Runtime::load`] wants it.
@@ -248,7 +291,7 @@ pub(crate) fn component_exports(bytes: &[u8], prefix: &str) -> bool {
     false
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "compiler"))]
 mod tests {
     use super::*;
 

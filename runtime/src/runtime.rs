@@ -25,7 +25,8 @@ use crate::cache::CompileCache;
 use crate::engine::{
     BuiltEngine, ClockHold, EpochClock, PoolSizing, command_engine, serving_engine,
 };
-use crate::program::{ProgramInner, WasmKind, to_binary};
+use crate::precompiled::{Precompiled, engine_key_for, host_target, looks_like_code, pick};
+use crate::program::{Code, ProgramInner, WasmKind, to_binary};
 use crate::sizing::{Machine, Reservation};
 use crate::{Program, program};
 
@@ -170,12 +171,37 @@ impl Runtime {
     /// Classifies `bytes` (a module, a component or WebAssembly text) and
     /// returns the program compiled for `choice`'s engine: from memory if
     /// this runtime already has it, else from the compile cache, else
-    /// compiled. `origin` names the program in messages.
+    /// compiled. `origin` names the program in messages. A runtime built
+    /// without the `compiler` feature cannot compile: it refuses with
+    /// [`RuntimeError::NotPrecompiled`] (see [`Runtime::load_precompiled`]).
     pub fn load(
         &self,
         bytes: &[u8],
         origin: &str,
         choice: EngineChoice,
+    ) -> Result<Program, RuntimeError> {
+        self.load_precompiled(bytes, origin, choice, &[])
+    }
+
+    /// As [`Runtime::load`], but first looks among `precompiled` (code an
+    /// image carries, [`crate::precompiled`]) for code made for this
+    /// machine's target and `choice`'s engine from exactly `bytes`, and
+    /// loads that instead of compiling. Candidates for other targets,
+    /// engines or programs are ignored; a matching candidate that is not
+    /// wasmtime's code, or that wasmtime refuses, is an error
+    /// ([`RuntimeError::Precompiled`]), never compiled around. Without a
+    /// matching candidate, a runtime without the compiler refuses with
+    /// [`RuntimeError::NotPrecompiled`], naming its target and engine key.
+    ///
+    /// The caller vouches for the integrity of each candidate's code (an
+    /// image store verifies blobs against their digests): deserializing
+    /// machine code trusts it.
+    pub fn load_precompiled(
+        &self,
+        bytes: &[u8],
+        origin: &str,
+        choice: EngineChoice,
+        precompiled: &[Precompiled],
     ) -> Result<Program, RuntimeError> {
         let (binary, kind) = to_binary(bytes, origin)?;
         let slot = self.slot(choice)?;
@@ -187,20 +213,36 @@ impl Runtime {
         if let Some(program) = lock(&self.inner.programs).get(&key).and_then(Weak::upgrade) {
             return Ok(Program { inner: program });
         }
-        let code = match &self.inner.cache {
-            Some(cache) => {
-                let (code, outcome) = cache.load_or_compile(
-                    &slot.engine,
-                    slot.reservation,
-                    &binary,
-                    &key.digest,
-                    kind,
-                    origin,
+        let target = host_target();
+        let engine_key = engine_key_for(&target, slot.reservation);
+        let code = match pick(precompiled, &target, &engine_key, &key.digest) {
+            Some(candidate) => {
+                if !looks_like_code(&candidate.code) {
+                    return Err(RuntimeError::Precompiled {
+                        origin: origin.to_owned(),
+                        reason: format!(
+                            "the code for {target} is not wasmtime's (it has no ELF header)"
+                        ),
+                    });
+                }
+                let code = program::deserialize(&slot.engine, &candidate.code, kind).map_err(
+                    |reason| RuntimeError::Precompiled {
+                        origin: origin.to_owned(),
+                        reason,
+                    },
                 )?;
-                tracing::debug!(origin, ?outcome, "program loaded");
+                tracing::debug!(origin, target, "precompiled program loaded");
                 code
             }
-            None => program::compile(&slot.engine, &binary, kind, origin)?,
+            None => self.compile(
+                &slot,
+                &binary,
+                &key.digest,
+                kind,
+                origin,
+                target,
+                engine_key,
+            )?,
         };
         let program = Arc::new(ProgramInner::new(code, &binary, slot));
         let mut programs = lock(&self.inner.programs);
@@ -212,6 +254,57 @@ impl Runtime {
         }
         programs.insert(key, Arc::downgrade(&program));
         Ok(Program { inner: program })
+    }
+
+    /// Compiles `binary` for `slot`'s engine, through the compile cache if
+    /// this runtime has one.
+    #[cfg(feature = "compiler")]
+    #[allow(clippy::too_many_arguments)]
+    fn compile(
+        &self,
+        slot: &EngineSlot,
+        binary: &[u8],
+        digest: &[u8; 32],
+        kind: WasmKind,
+        origin: &str,
+        _target: String,
+        _engine_key: String,
+    ) -> Result<Code, RuntimeError> {
+        Ok(match &self.inner.cache {
+            Some(cache) => {
+                let (code, outcome) = cache.load_or_compile(
+                    &slot.engine,
+                    slot.reservation,
+                    binary,
+                    digest,
+                    kind,
+                    origin,
+                )?;
+                tracing::debug!(origin, ?outcome, "program loaded");
+                code
+            }
+            None => program::compile(&slot.engine, binary, kind, origin)?,
+        })
+    }
+
+    /// Without the compiler, only precompiled code runs.
+    #[cfg(not(feature = "compiler"))]
+    #[allow(clippy::too_many_arguments)]
+    fn compile(
+        &self,
+        _slot: &EngineSlot,
+        _binary: &[u8],
+        _digest: &[u8; 32],
+        _kind: WasmKind,
+        origin: &str,
+        target: String,
+        engine_key: String,
+    ) -> Result<Code, RuntimeError> {
+        Err(RuntimeError::NotPrecompiled {
+            origin: origin.to_owned(),
+            target,
+            engine: engine_key,
+        })
     }
 
     /// Keeps the epoch clock running for a sandbox until the hold drops.

@@ -32,6 +32,11 @@ pub struct BuildArgs {
     /// image whose wasm is a component layer).
     #[arg(long = "format", value_name = "FORMAT", default_value = "image")]
     format: String,
+    /// Also compile the program ahead of time for TARGET (a target triple,
+    /// e.g. aarch64-unknown-linux-gnu) and attach the code to the image, for
+    /// a berth without the compiler; repeatable.
+    #[arg(long = "precompile", value_name = "TARGET")]
+    precompile: Vec<String>,
     /// Print only the image digest.
     #[arg(short = 'q', long = "quiet")]
     quiet: bool,
@@ -172,6 +177,21 @@ pub enum ImageCommand {
     Inspect(InspectArgs),
     /// Delete blobs that no image uses.
     Prune,
+    /// Compile an image's program ahead of time for a target and attach the
+    /// code to the image (for a berth without the compiler).
+    Precompile(PrecompileArgs),
+}
+
+// `berth image precompile`.
+#[derive(Debug, Args)]
+pub struct PrecompileArgs {
+    /// The target triple to compile for (e.g. aarch64-unknown-linux-gnu);
+    /// repeatable.
+    #[arg(long = "target", value_name = "TARGET", required = true)]
+    targets: Vec<String>,
+    /// The image (name or digest).
+    #[arg(value_name = "IMAGE")]
+    image: String,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -192,6 +212,13 @@ fn human_size(bytes: u64) -> String {
 
 /// Runs `berth build`.
 pub fn build_command(args: BuildArgs) -> Result<u8> {
+    // A target berth cannot compile for fails before anything is built.
+    for target in &args.precompile {
+        berth_runtime::precompiled::check_target(target)?;
+    }
+    if !cfg!(feature = "compiler") && !args.precompile.is_empty() {
+        crate::commands::run::attach_precompiled("", &args.precompile, true)?;
+    }
     let store = home::open_store()?;
     let mut options = BuildOptions::new(&args.context);
     options.dockerfile = args.file;
@@ -219,6 +246,7 @@ pub fn build_command(args: BuildArgs) -> Result<u8> {
         .map(|tag| tag.short())
         .unwrap_or_else(|| outcome.digest.clone());
     crate::commands::run::precompile_image(&image);
+    crate::commands::run::attach_precompiled(&outcome.digest, &args.precompile, args.quiet)?;
     if args.quiet {
         println!("{}", outcome.digest);
     } else {
@@ -305,6 +333,20 @@ pub fn inspect_command(args: InspectArgs) -> Result<u8> {
             continue;
         }
         let inspected = berth_registry::image::inspect(&store, image)?;
+        let precompiled: Vec<serde_json::Value> =
+            berth_registry::precompiled::list(&store, &inspected.digest, None)?
+                .into_iter()
+                .map(|attached| {
+                    serde_json::json!({
+                        "Target": attached.info.target,
+                        "Engine": attached.info.engine,
+                        "Source": attached.info.source,
+                        "WasmtimeCompatibilityHash": attached.info.compatibility_hash,
+                        "Digest": attached.manifest,
+                        "Size": attached.code.size,
+                    })
+                })
+                .collect();
         let run = &inspected.run_config;
         let names: Vec<String> = inspected
             .names
@@ -328,6 +370,7 @@ pub fn inspect_command(args: InspectArgs) -> Result<u8> {
             },
             "Manifest": serde_json::to_value(&inspected.manifest)?,
             "ImageConfig": inspected.config,
+            "Precompiled": precompiled,
         }));
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
@@ -378,6 +421,13 @@ pub fn image_command(command: ImageCommand) -> Result<u8> {
         ImageCommand::Rm(args) => rmi_command(args),
         ImageCommand::Inspect(args) => inspect_command(args),
         ImageCommand::Prune => prune_command(),
+        ImageCommand::Precompile(args) => {
+            for target in &args.targets {
+                berth_runtime::precompiled::check_target(target)?;
+            }
+            crate::commands::run::attach_precompiled(&args.image, &args.targets, false)?;
+            Ok(0)
+        }
     }
 }
 

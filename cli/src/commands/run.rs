@@ -288,7 +288,9 @@ fn run_foreground(spec: &ContainerSpec) -> Result<u8> {
     }
     .context("cannot start the async runtime")?;
     let (status, scratch) = tokio.block_on(async {
-        let launched = launch(&runtime, spec, resolved, stdio, &settings).await?;
+        let launched = launch(&runtime, spec, resolved, stdio, &settings)
+            .await
+            .map_err(|error| explain_launch_error(spec, error))?;
         let Launched {
             handle,
             serving,
@@ -358,6 +360,11 @@ fn run_foreground(spec: &ContainerSpec) -> Result<u8> {
 /// image as its pull policy says).
 pub(crate) fn resolve_spec(spec: &ContainerSpec) -> Result<Resolved> {
     Ok(match &spec.target {
+        Target::File { path, .. } if !cfg!(feature = "compiler") => bail!(
+            "cannot run {}: this berth was built without the compiler, so it runs only images that carry their program precompiled for {} (berth build --precompile {1}); run WebAssembly files with the full berth",
+            path.display(),
+            berth_runtime::precompiled::host_target()
+        ),
         Target::File { .. } => resolve::resolve_file(spec)?,
         Target::Image { .. } => {
             let home = ImageHome::open()?;
@@ -419,11 +426,80 @@ pub(crate) fn verify_new_image(image: &str) -> Result<()> {
     Ok(())
 }
 
+/// `error` from launching `spec`, with what to do about a program not
+/// precompiled for this machine (a berth without the compiler).
+pub(crate) fn explain_launch_error(
+    spec: &ContainerSpec,
+    error: berth_container::LaunchError,
+) -> anyhow::Error {
+    use berth_container::LaunchError;
+    use berth_runtime::RuntimeError;
+    match (&error, &spec.target) {
+        (
+            LaunchError::Runtime(RuntimeError::NotPrecompiled { target, engine, .. }),
+            Target::Image { reference, .. },
+        ) => anyhow::anyhow!(
+            "image {reference} has no program precompiled for {target} (engine {engine}), and this berth has no compiler; build it with berth build --precompile {target} (or add it: berth image precompile {reference} --target {target})"
+        ),
+        _ => error.into(),
+    }
+}
+
+/// Compiles the program of image `image` ahead of time for each of
+/// `targets` and attaches the code to the image (the image itself, and its
+/// digest, stay as they are). Replaces code attached before for the same
+/// target and engine.
+#[cfg(feature = "compiler")]
+pub(crate) fn attach_precompiled(image: &str, targets: &[String], quiet: bool) -> Result<()> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let home = ImageHome::open()?;
+    let (digest, _) = home.store.resolve(image)?;
+    let Some((path, origin)) = resolve::image_default_program(&home.images(), image)? else {
+        bail!("image {image} names no program (no ENTRYPOINT or CMD): nothing to precompile");
+    };
+    let bytes = program::read_file(&path)?;
+    for target in targets {
+        let code = berth_runtime::precompiled::precompile(&bytes, &origin, target)?;
+        let info = berth_registry::precompiled::PrecompiledInfo {
+            target: code.target,
+            engine: code.engine,
+            source: code.source,
+            compatibility_hash: code.compatibility_hash,
+        };
+        berth_registry::precompiled::attach(&home.store, &digest, &info, &code.code)?;
+        if !quiet {
+            println!(
+                "precompiled {image} for {target} ({}, engine {})",
+                berth_runtime::quantity::format_bytes(code.code.len() as u64),
+                info.engine
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A berth without the compiler cannot precompile.
+#[cfg(not(feature = "compiler"))]
+pub(crate) fn attach_precompiled(_image: &str, targets: &[String], _quiet: bool) -> Result<()> {
+    if let Some(target) = targets.first() {
+        bail!(
+            "cannot precompile for {target}: this berth was built without the compiler; precompile with the full berth"
+        );
+    }
+    Ok(())
+}
+
 /// Compiles the program of local image `image` into the compile cache, so
 /// that its first `berth run` starts without compiling (large components
 /// take seconds to compile). Failing only warns: the image is stored either
-/// way, and `berth run` reports the same error when it runs it.
+/// way, and `berth run` reports the same error when it runs it. A berth
+/// without the compiler has nothing to do here.
 pub(crate) fn precompile_image(image: &str) {
+    if !cfg!(feature = "compiler") {
+        return;
+    }
     let precompile = || -> Result<()> {
         let home = ImageHome::open()?;
         if let Some((path, origin)) = resolve::image_default_program(&home.images(), image)? {
