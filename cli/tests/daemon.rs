@@ -1104,7 +1104,9 @@ fn build_image(daemon: &Daemon, tag: &str, program: &str, serves: bool) {
     let expose = if serves { "EXPOSE 8080\n" } else { "" };
     std::fs::write(
         dir.path().join("Dockerfile"),
-        format!("FROM scratch\nCOPY {program} /app/{program}\n{expose}ENTRYPOINT [\"/app/{program}\"]\n"),
+        format!(
+            "FROM scratch\nCOPY {program} /app/{program}\n{expose}ENTRYPOINT [\"/app/{program}\"]\n"
+        ),
     )
     .expect("write the Dockerfile");
     daemon.ok(&["build", "-t", tag, &dir.path().display().to_string()]);
@@ -1143,8 +1145,7 @@ fn running_images(daemon: &Daemon) -> Vec<String> {
 /// when nothing answers.
 fn get_from(ip: &str, path: &str) -> Option<(u16, String)> {
     let address: std::net::SocketAddr = format!("{ip}:8080").parse().ok()?;
-    let stream =
-        std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+    let stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
@@ -1189,7 +1190,9 @@ fn the_seed_deployment_runs_pods_that_answer_on_their_own_addresses() {
     distinct.dedup();
     assert_eq!(distinct.len(), 5, "{five:?}");
     daemon.ok(&["scale", "deployment/web", "--replicas", "1"]);
-    daemon.wait_until("1 pod", |d| d.items("pods").len() == 1 && running(d).len() == 1);
+    daemon.wait_until("1 pod", |d| {
+        d.items("pods").len() == 1 && running(d).len() == 1
+    });
     let kept = pod_ips(&running(&daemon));
     for ip in five.iter().filter(|ip| !kept.contains(ip)) {
         assert!(
@@ -1259,7 +1262,10 @@ fn a_crashing_pod_restarts_with_back_off() {
     });
     let status = daemon.json(&["pod", "crash"])["status"]["containerStatuses"][0].clone();
     assert_eq!(status["lastState"]["terminated"]["exitCode"], 3, "{status}");
-    assert_eq!(status["lastState"]["terminated"]["reason"], "Error", "{status}");
+    assert_eq!(
+        status["lastState"]["terminated"]["reason"], "Error",
+        "{status}"
+    );
     daemon.wait_until("CrashLoopBackOff shown", |d| {
         d.ok(&["get", "pod", "crash"]).contains("CrashLoopBackOff")
     });
@@ -1292,7 +1298,9 @@ fn a_pod_that_does_not_fit_waits_until_a_scale_down_makes_room() {
             .and_then(|i| i.first().cloned())
             .is_some_and(|p| {
                 p["status"]["phase"] == "Pending"
-                    && p["status"]["conditions"].to_string().contains("Insufficient memory")
+                    && p["status"]["conditions"]
+                        .to_string()
+                        .contains("Insufficient memory")
             })
     });
     let pending = daemon.ok(&["get", "pods", "-l", "app=extra"]);
