@@ -27,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::events::EventType;
 use crate::object::{Kind, Object};
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, EventKind, Store, StoreError, WatchEvent};
 
 /// The component named in the deployment controller's events.
 const DEPLOYMENT_CONTROLLER: &str = "deployment-controller";
@@ -166,8 +166,7 @@ pub fn reconcile_replica_set(store: &Store, namespace: &str, name: &str) -> Resu
         .collect();
     if pods.len() < want {
         let owner = Object::ReplicaSet(set.clone());
-        for _ in pods.len()..want {
-            let pod = create_pod(store, &owner, &set)?;
+        for pod in create_pods(store, &owner, &set, want - pods.len())? {
             store.events().record(
                 &owner,
                 EventType::Normal,
@@ -224,31 +223,50 @@ pub fn reconcile_replica_set(store: &Store, namespace: &str, name: &str) -> Resu
     Ok(())
 }
 
-fn create_pod(store: &Store, owner: &Object, set: &ReplicaSet) -> Result<Pod, StoreError> {
+/// Creates `count` pods from the set's template in one transaction (one
+/// durable write however many: a scale to a thousand is one commit).
+fn create_pods(
+    store: &Store,
+    owner: &Object,
+    set: &ReplicaSet,
+    count: usize,
+) -> Result<Vec<Pod>, StoreError> {
     let template = set.spec.template.clone().unwrap_or_default();
     let template_meta = template.metadata.unwrap_or_default();
     for _ in 0..8 {
-        let pod = Pod {
-            metadata: ObjectMeta {
-                name: Some(format!("{}-{}", owner.name(), random_suffix())),
-                namespace: set.metadata.namespace.clone(),
-                labels: template_meta.labels.clone(),
-                annotations: template_meta.annotations.clone(),
-                owner_references: Some(vec![controller_ref(owner)]),
-                ..Default::default()
-            },
-            spec: template.spec.clone(),
-            status: None,
-        };
-        match store.create(Object::Pod(pod)) {
-            Ok(Object::Pod(created)) => return Ok(created),
-            Ok(_) => unreachable!("the store returns the kind it was given"),
+        let pods = (0..count)
+            .map(|_| {
+                Object::Pod(Pod {
+                    metadata: ObjectMeta {
+                        name: Some(format!("{}-{}", owner.name(), random_suffix())),
+                        namespace: set.metadata.namespace.clone(),
+                        labels: template_meta.labels.clone(),
+                        annotations: template_meta.annotations.clone(),
+                        owner_references: Some(vec![controller_ref(owner)]),
+                        ..Default::default()
+                    },
+                    spec: template.spec.clone(),
+                    status: None,
+                })
+            })
+            .collect();
+        match store.create_all(pods) {
+            Ok(created) => {
+                return Ok(created
+                    .into_iter()
+                    .filter_map(|o| match o {
+                        Object::Pod(pod) => Some(pod),
+                        _ => None,
+                    })
+                    .collect());
+            }
+            // A random name taken (or drawn twice): draw again.
             Err(StoreError::AlreadyExists { .. }) => continue,
             Err(error) => return Err(error),
         }
     }
     Err(StoreError::Database(format!(
-        "no free pod name for {} after 8 tries",
+        "no free pod names for {} after 8 tries",
         owner.reference()
     )))
 }
@@ -833,28 +851,94 @@ pub fn rollout_status(deployment: &Deployment) -> (String, bool) {
     }
 }
 
-/// Reconciles whatever an event touches, until the store's watch ends or
+/// Reconciles whatever events touch, until the store's watch ends or
 /// `shutdown` fires. Starts with a full pass, and makes another whenever the
 /// watch lagged (events were dropped).
+///
+/// Events that arrive while a pass runs are taken together: each object they
+/// touch is reconciled once, however many events named it (a thousand pods
+/// turning ready make one pass over their ReplicaSet, not a thousand), as
+/// client-go's work queue folds repeated keys.
 pub async fn run(store: Arc<Store>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     let mut events = store.watch();
     resync(&store);
     loop {
-        let event = tokio::select! {
+        let mut work = Work::default();
+        let first = tokio::select! {
             event = events.recv() => event,
             _ = shutdown.changed() => return,
         };
-        match event {
-            Ok(event) => {
-                let work = Arc::clone(&store);
-                // Reconciles write to redb (fsync): off the async workers.
-                let _ = tokio::task::spawn_blocking(move || handle(&work, &event.object)).await;
+        match first {
+            Ok(event) => work.add(&event),
+            Err(RecvError::Lagged(_)) => work.lagged = true,
+            Err(RecvError::Closed) => return,
+        }
+        loop {
+            match events.try_recv() {
+                Ok(event) => work.add(&event),
+                Err(TryRecvError::Lagged(_)) => work.lagged = true,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                let work = Arc::clone(&store);
-                let _ = tokio::task::spawn_blocking(move || resync(&work)).await;
+        }
+        let store = Arc::clone(&store);
+        // Reconciles write to redb (fsync): off the async workers.
+        let _ = tokio::task::spawn_blocking(move || work.run(&store)).await;
+    }
+}
+
+/// The objects a batch of events asks to reconcile, each once.
+#[derive(Debug, Default)]
+struct Work {
+    replica_sets: BTreeSet<(String, String)>,
+    deployments: BTreeSet<(String, String)>,
+    deleted: bool,
+    lagged: bool,
+}
+
+impl Work {
+    fn add(&mut self, event: &WatchEvent) {
+        let object = &event.object;
+        let namespace = object.namespace().to_owned();
+        let owner = controller_of(object.metadata()).map(|o| (namespace.clone(), o.name.clone()));
+        match object.kind() {
+            Kind::Deployment => {
+                self.deployments
+                    .insert((namespace, object.name().to_owned()));
             }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            Kind::ReplicaSet => {
+                self.replica_sets
+                    .insert((namespace, object.name().to_owned()));
+                self.deployments.extend(owner);
+            }
+            Kind::Pod => self.replica_sets.extend(owner),
+            Kind::Namespace => {}
+        }
+        if event.kind == EventKind::Deleted {
+            self.deleted = true;
+        }
+    }
+
+    fn run(self, store: &Store) {
+        if self.lagged {
+            resync(store);
+            return;
+        }
+        let pass = || -> Result<(), StoreError> {
+            for (namespace, name) in &self.replica_sets {
+                reconcile_replica_set(store, namespace, name)?;
+            }
+            for (namespace, name) in &self.deployments {
+                reconcile_deployment(store, namespace, name)?;
+            }
+            if self.deleted {
+                // What a deleted object owned goes too.
+                collect_garbage(store)?;
+            }
+            Ok(())
+        };
+        if let Err(error) = pass() {
+            tracing::warn!(%error, "reconcile failed");
         }
     }
 }
@@ -873,34 +957,5 @@ pub fn resync(store: &Store) {
     };
     if let Err(error) = pass() {
         tracing::warn!(%error, "controller resync failed");
-    }
-}
-
-fn handle(store: &Store, object: &Object) {
-    let namespace = object.namespace();
-    let result = (|| -> Result<(), StoreError> {
-        match object.kind() {
-            Kind::Deployment => reconcile_deployment(store, namespace, object.name())?,
-            Kind::ReplicaSet => {
-                reconcile_replica_set(store, namespace, object.name())?;
-                if let Some(owner) = controller_of(object.metadata()) {
-                    reconcile_deployment(store, namespace, &owner.name)?;
-                }
-            }
-            Kind::Pod => {
-                if let Some(owner) = controller_of(object.metadata()) {
-                    reconcile_replica_set(store, namespace, &owner.name)?;
-                }
-            }
-            Kind::Namespace => {}
-        }
-        if store.get(object.kind(), namespace, object.name()).is_err() {
-            // A deletion: what it owned goes too.
-            collect_garbage(store)?;
-        }
-        Ok(())
-    })();
-    if let Err(error) = result {
-        tracing::warn!(%error, object = %object.reference(), "reconcile failed");
     }
 }

@@ -303,6 +303,26 @@ impl Store {
         Ok(created)
     }
 
+    /// Creates every object in one transaction; if any exists, none is
+    /// created ([`StoreError::AlreadyExists`] names it).
+    pub fn create_all(&self, objects: Vec<Object>) -> Result<Vec<Object>, StoreError> {
+        let mut changes = Vec::new();
+        let created = self.write(|txn| {
+            let mut created = Vec::with_capacity(objects.len());
+            for object in objects {
+                if exists(txn, &object)? {
+                    return Err(StoreError::AlreadyExists {
+                        reference: object.reference(),
+                    });
+                }
+                created.push(put_desired(txn, object, &mut changes)?.0);
+            }
+            Ok(created)
+        })?;
+        self.publish(changes);
+        Ok(created)
+    }
+
     /// Creates or updates every object, in one transaction: if any is
     /// refused, none changes. `metadata` and `spec` come from the objects;
     /// the stored `status` and the bookkeeping fields are kept.
