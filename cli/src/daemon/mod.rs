@@ -70,6 +70,7 @@ pub fn daemon_command(args: DaemonArgs) -> Result<u8> {
         (None, Some(_)) => bail!("--token-file is only used with --listen ADDR:PORT"),
         (None, None) => None,
     };
+    raise_open_files_limit();
     let home = crate::home::berth_home()?;
     let dir = crate::home::daemon_dir()?;
     let lock = hold_lock(&dir.join("daemon.lock"))?;
@@ -81,6 +82,33 @@ pub fn daemon_command(args: DaemonArgs) -> Result<u8> {
     drop(lock);
     result.map(|()| 0)
 }
+
+/// Raises this process's soft limit on open files to its hard limit, as
+/// containerd does: every idle pod holds its log open, and a server pod
+/// its listening socket, so thousands of pods need thousands of files.
+#[cfg(unix)]
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given; setrlimit only
+    // reads it.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+            && limit.rlim_cur < limit.rlim_max
+            && {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+            }
+    };
+    if raised {
+        tracing::debug!(limit = limit.rlim_cur, "open-files limit raised to its hard limit");
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_open_files_limit() {}
 
 /// Holds the daemon's lock for the life of the process: a second daemon on
 /// the same data directory is refused.
