@@ -103,7 +103,10 @@ fn raise_open_files_limit() {
             }
     };
     if raised {
-        tracing::debug!(limit = limit.rlim_cur, "open-files limit raised to its hard limit");
+        tracing::debug!(
+            limit = limit.rlim_cur,
+            "open-files limit raised to its hard limit"
+        );
     }
 }
 
