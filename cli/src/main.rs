@@ -76,9 +76,9 @@ enum Command {
     /// Kubernetes-style API (foreground).
     Daemon(daemon::DaemonArgs),
     /// Create or update objects from manifests (files, folders or -).
-    Apply(kube::ApplyArgs),
+    Apply(kube::ManifestArgs),
     /// Create objects from manifests; objects that exist are refused.
-    Create(kube::CreateArgs),
+    Create(kube::ManifestArgs),
     /// List the daemon's objects (pods, deployments, replicasets, namespaces).
     Get(kube::GetArgs),
     /// Show an object in detail, with its events.

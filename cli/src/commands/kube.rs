@@ -124,9 +124,9 @@ fn place(manifests: &mut [Manifest], namespace: Option<&str>) -> Result<()> {
 
 // ---- apply and create ----
 
-// Flags of `berth apply`.
+// Flags of `berth apply` and `berth create`.
 #[derive(Debug, Args)]
-pub struct ApplyArgs {
+pub struct ManifestArgs {
     /// A manifest file, a folder of them, or - for stdin (repeatable).
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
     files: Vec<String>,
@@ -138,7 +138,7 @@ pub struct ApplyArgs {
 }
 
 /// `berth apply -f`: every object of the invocation in one transaction.
-pub fn apply_command(args: ApplyArgs) -> Result<u8> {
+pub fn apply_command(args: ManifestArgs) -> Result<u8> {
     let mut manifests = read_manifests(&args.files)?;
     place(&mut manifests, args.namespace.as_deref())?;
     let client = Client::new(&args.connection)?;
@@ -163,21 +163,8 @@ pub fn apply_command(args: ApplyArgs) -> Result<u8> {
     Ok(0)
 }
 
-// Flags of `berth create`.
-#[derive(Debug, Args)]
-pub struct CreateArgs {
-    /// A manifest file, a folder of them, or - for stdin (repeatable).
-    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
-    files: Vec<String>,
-    /// The namespace of objects that name none.
-    #[arg(short = 'n', long)]
-    namespace: Option<String>,
-    #[command(flatten)]
-    connection: Connection,
-}
-
 /// `berth create -f`: creates each object; one that exists is an error.
-pub fn create_command(args: CreateArgs) -> Result<u8> {
+pub fn create_command(args: ManifestArgs) -> Result<u8> {
     let mut manifests = read_manifests(&args.files)?;
     place(&mut manifests, args.namespace.as_deref())?;
     // Namespaces before what lives in them, whatever the order given.
