@@ -160,13 +160,12 @@ pub fn reconcile_replica_set(store: &Store, namespace: &str, name: &str) -> Resu
         Err(error) => return Err(error),
     };
     let want = usize::try_from(set.spec.replicas.unwrap_or(1)).unwrap_or(0);
-    let mut pods: Vec<Pod> = pods_of(store, &set)?
-        .into_iter()
-        .filter(pod_is_active)
-        .collect();
+    let all = pods_of(store, &set)?;
+    let taken: BTreeSet<String> = all.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let mut pods: Vec<Pod> = all.into_iter().filter(pod_is_active).collect();
     if pods.len() < want {
         let owner = Object::ReplicaSet(set.clone());
-        for pod in create_pods(store, &owner, &set, want - pods.len())? {
+        for pod in create_pods(store, &owner, &set, want - pods.len(), &taken)? {
             store.events().record(
                 &owner,
                 EventType::Normal,
@@ -224,21 +223,41 @@ pub fn reconcile_replica_set(store: &Store, namespace: &str, name: &str) -> Resu
 }
 
 /// Creates `count` pods from the set's template in one transaction (one
-/// durable write however many: a scale to a thousand is one commit).
+/// durable write however many: a scale to a thousand is one commit). Their
+/// random names differ from each other and from `taken` (the set's pods):
+/// with thousands of pods, a five-letter suffix drawn blindly would collide
+/// within the batch more often than not.
 fn create_pods(
     store: &Store,
     owner: &Object,
     set: &ReplicaSet,
     count: usize,
+    taken: &BTreeSet<String>,
 ) -> Result<Vec<Pod>, StoreError> {
+    // Names are drawn from 27^5 (14 million): stay far below, so that the
+    // draw below always ends quickly.
+    if count.saturating_add(taken.len()) > 1_000_000 {
+        return Err(StoreError::Database(format!(
+            "{} asks for {count} more pods: at most a million per ReplicaSet",
+            owner.reference()
+        )));
+    }
     let template = set.spec.template.clone().unwrap_or_default();
     let template_meta = template.metadata.unwrap_or_default();
     for _ in 0..8 {
-        let pods = (0..count)
-            .map(|_| {
+        let mut names = BTreeSet::new();
+        while names.len() < count {
+            let name = format!("{}-{}", owner.name(), random_suffix());
+            if !taken.contains(&name) {
+                names.insert(name);
+            }
+        }
+        let pods = names
+            .into_iter()
+            .map(|name| {
                 Object::Pod(Pod {
                     metadata: ObjectMeta {
-                        name: Some(format!("{}-{}", owner.name(), random_suffix())),
+                        name: Some(name),
                         namespace: set.metadata.namespace.clone(),
                         labels: template_meta.labels.clone(),
                         annotations: template_meta.annotations.clone(),
