@@ -52,17 +52,22 @@ pub fn is_held(path: &Path) -> bool {
     matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
 }
 
-/// Takes the lock file `path` (creating it owner-only) for as long as the
-/// returned file stays open; fails if another process holds it.
-#[cfg_attr(not(unix), allow(dead_code))]
-pub fn hold(path: &Path) -> Result<File> {
-    let file = berth_fs::private_file()
+/// Opens (creating it owner-only) the lock file `path`, unlocked.
+pub fn open_lock_file(path: &Path) -> Result<File> {
+    berth_fs::private_file()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// Takes the lock file `path` (creating it owner-only) for as long as the
+/// returned file stays open; fails if another process holds it.
+#[cfg_attr(not(unix), allow(dead_code))]
+pub fn hold(path: &Path) -> Result<File> {
+    let file = open_lock_file(path)?;
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         match file.try_lock() {

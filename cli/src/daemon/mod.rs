@@ -116,13 +116,7 @@ fn raise_open_files_limit() {}
 /// Holds the daemon's lock for the life of the process: a second daemon on
 /// the same data directory is refused.
 fn hold_lock(path: &Path) -> Result<std::fs::File> {
-    let file = berth_fs::private_file()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let file = crate::supervisor::open_lock_file(path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => bail!(
